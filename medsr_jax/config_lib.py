@@ -1,0 +1,112 @@
+"""Shared pieces of the ml_collections config files in `configs/`.
+
+A config file is code: `configs/<method>.py` defines `get_config(arg)` where `arg` is the text after
+the colon in `--config=configs/rdst.py:demo,scale=2`. `parse_arg` turns that text into typed options,
+and `base_sr_config` gives the fields every fixed-scale super-resolution run shares, so each method
+file only states what the thesis says about that method.
+
+Training is a list of stages (thesis §5.3.3: 100k L1 steps, then a 20k-step fine-tuning stage with
+its own learning-rate schedule). Each stage has its own loss, step count, initial learning rate and
+multi-step decay (milestones counted from the start of the stage). The step counter is global.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses 'demo,scale=2,model=rdst_e' into a ConfigDict over `defaults`.
+
+  A bare word sets a boolean option to True. Values are parsed as Python literals when possible
+  (numbers, tuples, booleans), else kept as strings. Unknown options are an error, so a typo in a
+  sweep does not silently run the default.
+  """
+  options = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return options
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"unknown config option {key!r}; known: {sorted(defaults)}")
+    if not sep:
+      options[key] = True
+      continue
+    try:
+      parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      parsed = value.strip()
+    options[key] = type(defaults[key])(parsed) if defaults[key] is not None else parsed
+  return options
+
+
+def stage(name: str, *, steps: int, learning_rate: float, loss: str = "l1",
+          milestones: tuple[int, ...] = (), gamma: float = 0.5) -> ml_collections.ConfigDict:
+  """One training stage: `steps` optimiser steps of `loss`, LR decayed by `gamma` at `milestones`."""
+  return ml_collections.ConfigDict(dict(
+      name=name, steps=steps, learning_rate=learning_rate, loss=loss,
+      milestones=tuple(milestones), gamma=gamma))
+
+
+def base_sr_config() -> ml_collections.ConfigDict:
+  """Fields shared by every fixed-scale SR method (values follow the RDST protocol, thesis ch. 5)."""
+  c = ml_collections.ConfigDict()
+  c.trainer = "sr"
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "rdst"
+  c.model.scale = 4
+  c.model.in_channels = 1
+  c.model.kwargs = ml_collections.ConfigDict()  # architecture overrides, e.g. num_blocks
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "sample"         # 'sample' (embedded Colin27 slices); TFRecord shards later
+  c.data.path = ""                 # shard directory when source != 'sample'
+  c.data.crop_hw = (160, 128)      # OASIS protocol: 208x176 slices, margin 24 -> 160x128 (ref §4.2)
+  c.data.lr_patch = 24             # LR training patch; HR patch = lr_patch * scale = 96 at x4
+  c.data.global_batch_size = 32    # thesis §5.3.3
+  c.data.blur = False              # RDST: no blur (MIASSR blurs the LR with [.25 .5 .25])
+  c.data.noise_sigma = 0.0         # additive Gaussian noise on the LR (thesis eq. 5.15); off
+  c.data.eval_batch_size = 8       # whole slices per evaluation batch
+
+  c.train = ml_collections.ConfigDict()
+  c.train.stages = [stage("l1", steps=100_000, learning_rate=2e-4)]
+  c.train.optimizer = "adam"
+  c.train.b1 = 0.9
+  c.train.b2 = 0.99                # author's code (thesis is silent), reference spec §2.1
+  c.train.eps = 1e-8
+  c.train.weight_decay = 0.0
+  c.train.loss_threshold = 1e8     # a step whose loss exceeds this or is not finite is skipped
+  c.train.ema_decay = 0.0          # 0 disables the exponential moving average of the params
+  c.train.log_every = 100
+  c.train.eval_every = 2000        # validation PSNR/SSIM on whole validation slices
+  c.train.checkpoint_every = 2000
+  c.train.keep_checkpoints = 3     # latest N, plus the best by validation PSNR
+  c.train.max_steps = -1           # stop early at this global step (-1: run every stage)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_panels = 4            # PNG panels LR | bicubic | SR | HR | error written at the end
+  c.eval.use_ema = True            # evaluate/export the EMA params when EMA is on
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1)           # ('data', 'fsdp'); -1 takes the remaining devices
+  c.mesh.axis_names = ("data", "fsdp")
+  c.mesh.fsdp_min_size = 2 ** 16   # params smaller than this stay replicated under FSDP
+  c.distributed = False            # call jax.distributed.initialize() (multi-host pods/clusters)
+  return c
+
+
+def total_steps(config: ml_collections.ConfigDict) -> int:
+  """Number of steps of all stages, capped by `train.max_steps` when it is set."""
+  total = sum(int(s.steps) for s in config.train.stages)
+  if config.train.max_steps is not None and config.train.max_steps >= 0:
+    total = min(total, int(config.train.max_steps))
+  return total

@@ -1,0 +1,185 @@
+"""Shared building blocks with PyTorch semantics: conv, linear, LayerNorm and the fixed MeanShift.
+
+Everything is NHWC (channels last). The layers mirror the author's `networks/common.py`
+(reference spec §5.1) closely enough that a PyTorch state dict ports by transposing kernels:
+
+  * `Conv2d`: 2-D convolution with padding k // 2 and a bias (`default_conv`), kernel (kh, kw, in, out).
+  * `Linear`: `nn.Linear`, kernel (in, out).
+  * `layer_norm`: `nn.LayerNorm` (eps 1e-5, two-pass variance like PyTorch).
+  * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
+
+Initialisation (`init_scheme`):
+  * 'thesis' (default): the dissertation (§5.3.3, §4.3) says every parameter is Kaiming-uniform
+    initialised, i.e. PyTorch's default `kaiming_uniform_(a=sqrt(5))`, which is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels, and the same bound for biases.
+  * 'reference': what the author's code does (spec §3.4): convs keep the PyTorch default, every
+    Linear is re-initialised with trunc_normal(std 0.02) and bias 0.
+  In both schemes LayerNorm starts at scale 1 / bias 0 and the Swin relative-position-bias tables
+  at trunc_normal(0.02) (that one is done by `WindowAttention`'s own constructor in the reference,
+  and "Kaiming" has no meaning for a lookup table).
+
+MeanShift: the reference builds two frozen 1x1 convs (4 numbers for one channel) that appear in
+its `parameters()`. Here they are not trainable parameters: mean/std are module attributes and,
+once initialised or imported from PyTorch, live in the non-trainable 'constants' collection
+(`{'constants': {'mean_shift': {'mean', 'std'}}}`), so optimisers never see them and
+`count_params` leaves them out (reference totals minus 4 at one channel).
+
+Run `python -m pytest tests/test_layers_swin.py` for the layer tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INIT_SCHEMES = ('thesis', 'reference')
+CONSTANTS = 'constants'
+
+Initializer = Callable[..., jax.Array]
+
+
+def check_init_scheme(init_scheme: str) -> None:
+  if init_scheme not in INIT_SCHEMES:
+    raise ValueError(f'init_scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}')
+
+
+def torch_uniform(fan_in: int) -> Initializer:
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for conv/linear kernels and biases."""
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_trunc_normal(std: float = 0.02, low: float = -2.0, high: float = 2.0) -> Initializer:
+  """timm's `trunc_normal_(std=std)`: N(0, std^2) truncated at the *absolute* bounds [-2, 2]."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return std * jax.random.truncated_normal(key, low / std, high / std, shape, dtype)
+
+  return init
+
+
+class Conv2d(nn.Module):
+  """PyTorch-equivalent `nn.Conv2d(in, features, k, padding=k // 2, bias=use_bias)`, NHWC.
+
+  Params: 'kernel' (k, k, in, features) and 'bias' (features,). Convolutions use the PyTorch default
+  init in both schemes (the reference only re-initialises Linear and LayerNorm layers).
+  """
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  init_scheme: str = 'thesis'
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_init_scheme(self.init_scheme)
+    k = self.kernel_size
+    in_features = x.shape[-1]
+    fan_in = in_features * k * k
+    kernel = self.param('kernel', torch_uniform(fan_in), (k, k, in_features, self.features))
+    p = k // 2
+    y = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=((p, p), (p, p)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+    if self.use_bias:
+      bias = self.param('bias', torch_uniform(fan_in), (self.features,))
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+def conv3x3(features: int, *, init_scheme: str = 'thesis', name: Optional[str] = None,
+            use_bias: bool = True) -> Conv2d:
+  """The author's `default_conv(in, features, 3)`: 3x3, padding 1, bias."""
+  return Conv2d(features, 3, use_bias=use_bias, init_scheme=init_scheme, name=name)
+
+
+class Linear(nn.Module):
+  """PyTorch `nn.Linear(in, features)` on the last axis. Params: 'kernel' (in, out), 'bias'."""
+  features: int
+  use_bias: bool = True
+  init_scheme: str = 'thesis'
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_init_scheme(self.init_scheme)
+    fan_in = x.shape[-1]
+    if self.init_scheme == 'reference':
+      k_init, b_init = torch_trunc_normal(0.02), nn.initializers.zeros_init()
+    else:
+      k_init, b_init = torch_uniform(fan_in), torch_uniform(fan_in)
+    kernel = self.param('kernel', k_init, (fan_in, self.features))
+    y = jnp.matmul(x, kernel.astype(x.dtype), precision=self.precision)
+    if self.use_bias:
+      y = y + self.param('bias', b_init, (self.features,)).astype(y.dtype)
+    return y
+
+
+def layer_norm(name: Optional[str] = None) -> nn.LayerNorm:
+  """PyTorch `nn.LayerNorm(d)`: eps 1e-5, scale 1 / bias 0, exact two-pass variance."""
+  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """PyTorch `nn.GELU()` (exact erf form)."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def _as_channel_vector(values: Optional[Sequence[float]], default: float, channels: int,
+                       what: str) -> np.ndarray:
+  if values is None:
+    return np.full((channels,), default, np.float32)
+  arr = np.asarray(values, np.float32).reshape(-1)
+  if arr.shape != (channels,):
+    raise ValueError(f'MeanShift {what} has {arr.size} values, expected {channels} (channels)')
+  return arr
+
+
+class MeanShift(nn.Module):
+  """Fixed per-channel affine: `sub(x) = (x - mean) / std`, `add(y) = y * std + mean` (spec §5.1).
+
+  Not trainable. On `init` the values are stored in the 'constants' collection (so an imported
+  PyTorch checkpoint with another mean/std is honoured by `apply`); when `apply` gets no
+  'constants' collection the module attributes are used. The arithmetic follows the reference's
+  1x1 convs in float32: weight 1/std (or std), bias -mean/std (or mean).
+  """
+  channels: int
+  mean: Optional[Sequence[float]] = None
+  std: Optional[Sequence[float]] = None
+
+  def setup(self):
+    mean = _as_channel_vector(self.mean, 0.0, self.channels, 'mean')
+    std = _as_channel_vector(self.std, 1.0, self.channels, 'std')
+    if np.any(std == 0):
+      raise ValueError('MeanShift std must be non-zero')
+    if self.has_variable(CONSTANTS, 'mean') or self.is_mutable_collection(CONSTANTS):
+      self._mean = self.variable(CONSTANTS, 'mean', lambda: jnp.asarray(mean)).value
+      self._std = self.variable(CONSTANTS, 'std', lambda: jnp.asarray(std)).value
+    else:
+      self._mean = jnp.asarray(mean)
+      self._std = jnp.asarray(std)
+
+  def sub(self, x: jax.Array) -> jax.Array:
+    std = self._std.astype(jnp.float32)
+    mean = self._mean.astype(jnp.float32)
+    weight, bias = 1.0 / std, -mean / std
+    return x * weight.astype(x.dtype) + bias.astype(x.dtype)
+
+  def add(self, x: jax.Array) -> jax.Array:
+    return x * self._std.astype(x.dtype) + self._mean.astype(x.dtype)
+
+  def __call__(self, x: jax.Array, mode: str = 'sub') -> jax.Array:
+    if mode == 'sub':
+      return self.sub(x)
+    if mode == 'add':
+      return self.add(x)
+    raise ValueError(f"MeanShift mode must be 'sub' or 'add', got {mode!r}")

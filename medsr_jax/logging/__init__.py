@@ -1,0 +1,1 @@
+"""Training logs: metric writers (TensorBoard without TF, JSONL), a progress line, image panels."""

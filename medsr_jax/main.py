@@ -1,0 +1,67 @@
+"""Train, evaluate and export a super-resolution model from a config file.
+
+  python -m medsr_jax.main --config=configs/rdst.py --workdir=runs/rdst
+  python -m medsr_jax.main --config=configs/rdst.py:demo --workdir=runs/demo
+  python -m medsr_jax.main --config=configs/rdst.py --config.data.global_batch_size=64 --workdir=...
+
+`--config` takes `FILE[:ARGS]`; ARGS is passed to the file's `get_config(arg)`. Any field can be
+overridden with `--config.a.b=value`. The resolved config is written to `WORKDIR/config.json`.
+Running the same command again on the same workdir resumes from its latest checkpoint.
+
+On several hosts (TPU pods, GPU clusters) set `--config.distributed=True`: every process runs the
+same command, `jax.distributed.initialize()` joins them, and each process reads its own share of
+every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from medsr_jax import errors
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, FILE[:ARGS].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+TRAINERS = ("sr",)
+
+
+def write_config(config, workdir: pathlib.Path) -> None:
+  """The resolved config, as JSON (for tools) next to the run's outputs."""
+  text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
+  (workdir / "config.json").write_text(text + "\n")
+
+
+def run(config, workdir: str) -> dict:
+  """Dispatches `config.trainer`; returns the trainer's summary."""
+  import jax  # imported here so that `--help` is instant
+
+  if config.distributed:
+    jax.distributed.initialize()
+  if config.trainer not in TRAINERS:
+    raise errors.InputError(f"unknown trainer {config.trainer!r}; known: {', '.join(TRAINERS)}")
+  path = pathlib.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    write_config(config, path)
+  logging.info("devices: %s", jax.devices())
+  print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"{jax.process_count()} process(es); workdir {path}", flush=True)
+  from medsr_jax.trainers import sr
+  return sr.train_and_evaluate(config, path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors.cli_main(lambda: run(_CONFIG.value, _WORKDIR.value))
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
