@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
@@ -34,9 +35,12 @@ def make_mesh(shape: Sequence[int], axis_names: Sequence[str] = BATCH_AXES,
     if len(devices) % known:
       raise ValueError(f"{len(devices)} devices do not fill mesh shape {shape}")
     shape[shape.index(-1)] = len(devices) // known
-  if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                     f"have {len(devices)}")
+  needed = int(np.prod(shape))
+  if needed > len(devices):
+    raise ValueError(f"mesh shape {tuple(shape)} needs {needed} devices, have {len(devices)}")
+  if needed < len(devices):
+    logging.warning("mesh %s uses %d of %d devices", tuple(shape), needed, len(devices))
+    devices = devices[:needed]
   return jax.make_mesh(tuple(shape), tuple(axis_names), devices=devices,
                        axis_types=(AxisType.Auto,) * len(shape))
 

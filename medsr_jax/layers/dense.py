@@ -18,6 +18,7 @@ Run `python -m pytest tests/test_rdst.py`.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional
 
 import flax.linen as nn
@@ -80,6 +81,12 @@ class DenseSwinLayer(nn.Module):
     return common.layer_norm('tail_norm')(x)
 
 
+def _make_dstl(index: int, in_features: int, name: str, **kwargs) -> DenseSwinLayer:
+  """`LayerFactory` for the RDSTB: DSTL `index` works at the current concatenated width."""
+  del index
+  return DenseSwinLayer(in_features, name=name, **kwargs)
+
+
 class RDSTB(nn.Module):
   """Residual dense Swin transformer block: DenseStack of DSTLs -> conv3x3 LFF -> * s + x."""
   dim: int = 60
@@ -94,15 +101,13 @@ class RDSTB(nn.Module):
   pre_norm: bool = True
   init_scheme: str = 'thesis'
 
-  def _dstl(self, index: int, in_features: int, name: str) -> nn.Module:
-    del index
-    return DenseSwinLayer(in_features, self.growth, self.num_heads, self.window_size,
-                          self.stl_per_dense, self.mlp_ratio, self.pre_norm, self.init_scheme,
-                          name=name)
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    t = DenseStack(self._dstl, self.num_dense, self.dense_scale, name='dense')(x)
+    factory = functools.partial(
+        _make_dstl, growth=self.growth, num_heads=self.num_heads, window_size=self.window_size,
+        depth=self.stl_per_dense, mlp_ratio=self.mlp_ratio, pre_norm=self.pre_norm,
+        init_scheme=self.init_scheme)
+    t = DenseStack(factory, self.num_dense, self.dense_scale, name='dense')(x)
     y = common.conv3x3(self.dim, init_scheme=self.init_scheme, name='conv')(t)
     return y * self.residual_scale + x
 

@@ -1,0 +1,134 @@
+"""RDST and RDST-E: the residual dense Swin transformer of thesis ch. 5 (§5.2, Fig. 5.1), NHWC.
+
+Forward (reference `RDSTSR.forward`, spec §5.13 and §11 item 3):
+
+  x -> MeanShift sub (identity for mean 0 / std 1) -> * img_range -> pad to a window multiple
+    -> head conv3x3(C -> d) = x0
+    -> LayerNorm(d) -> num_blocks x RDSTB -> LayerNorm(d) -> * global_res_scale
+    -> conv_after_body conv3x3(d -> d) -> + x0 -> crop to the input size
+    -> UpSampler (2^k x [conv d -> 4d, shuffle 2] or conv d -> 9d, shuffle 3) -> conv3x3(d -> C)
+    -> / img_range -> MeanShift add.
+
+Inputs whose H or W is not a multiple of `window_size` are padded at the bottom/right (`pad_mode`
+'edge' = PyTorch 'replicate', like the author's MIASSR variant of RDST; also 'reflect',
+'constant' or 'none' = reject) and the features are cropped back before the up-sampler, so the
+output is always scale*H x scale*W. The shifted-window mask is computed for the padded size
+(the reference recomputes it on the fly for every size other than its 24 x 24 patch).
+
+`rdst`: 8 RDSTBs, 4,464,961 trainable params at x4 / 1 channel (the reference's 4,464,965 minus
+its 4 frozen MeanShift numbers, which live in the 'constants' collection here). `rdst_e`: 4
+RDSTBs, 2,379,241. DropPath is absent: the reference builds its RDSTBs without it.
+
+Stacking: with `scan_blocks=True` (default) the identical RDSTBs run under `nn.scan` and their
+params carry a leading axis of size `num_blocks` under `params['body']['block']`; with False they
+are `params['body_{i}']`. Measured on a 2-core CPU for num_blocks=8 on a 40x32 input, the scanned
+model compiles several times faster (see tests/test_rdst.py and the module's `compile_times`).
+
+Run `python -m pytest tests/test_rdst.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medsr_jax.errors import InputError
+from medsr_jax.layers import common
+from medsr_jax.layers import dense
+from medsr_jax.layers import upsample
+
+PAD_MODES = ('edge', 'reflect', 'constant', 'none')
+
+
+def pad_to_multiple(x: jax.Array, multiple: int, mode: str) -> jax.Array:
+  """Pads NHWC `x` at the bottom/right so H and W are multiples of `multiple`."""
+  h, w = x.shape[1:3]
+  ph, pw = -h % multiple, -w % multiple
+  if not ph and not pw:
+    return x
+  if mode == 'none':
+    raise InputError(f'input size {h}x{w} is not a multiple of the window {multiple} '
+                     "and pad_mode is 'none'")
+  if mode == 'reflect' and (ph >= h or pw >= w):
+    raise InputError(f'input size {h}x{w} is too small for reflect padding to {multiple}')
+  return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+class RDST(nn.Module):
+  """Residual Dense Swin Transformer for x2 / x3 / x4 single-image SR (NHWC in and out)."""
+  scale: int = 4
+  in_channels: int = 1
+  embed_dim: int = 60
+  num_blocks: int = 8
+  dense_layers: int = 3
+  stl_per_dense: int = 2
+  num_heads: int = 6
+  window_size: int = 8
+  mlp_ratio: float = 2.0
+  growth_rate: int = 30
+  img_range: float = 1.0
+  init_scheme: str = 'thesis'
+  pad_mode: str = 'edge'
+  mean: Optional[Sequence[float]] = None
+  std: Optional[Sequence[float]] = None
+  dense_scale: float = 1.0
+  block_residual_scale: float = 1.0
+  global_res_scale: float = 1.0
+  pre_norm: bool = True
+  scan_blocks: bool = True
+
+  def check_config(self) -> None:
+    """Raises ValueError for a configuration the reference cannot build."""
+    common.check_init_scheme(self.init_scheme)
+    upsample.upsample_steps(self.scale)
+    if self.pad_mode not in PAD_MODES:
+      raise ValueError(f'pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}')
+    h = self.num_heads
+    widths = [self.embed_dim + i * self.growth_rate for i in range(self.dense_layers)]
+    if self.growth_rate % h or any(d % h for d in widths):
+      raise ValueError(f'embed_dim {self.embed_dim} and growth_rate {self.growth_rate} must be '
+                       f'multiples of num_heads {h}')
+    if self.window_size < 2 or self.num_blocks < 1:
+      raise ValueError('window_size must be >= 2 and num_blocks >= 1')
+
+  def _block_kwargs(self) -> dict:
+    return dict(dim=self.embed_dim, growth=self.growth_rate, num_dense=self.dense_layers,
+                stl_per_dense=self.stl_per_dense, num_heads=self.num_heads,
+                window_size=self.window_size, mlp_ratio=self.mlp_ratio,
+                dense_scale=self.dense_scale, residual_scale=self.block_residual_scale,
+                pre_norm=self.pre_norm, init_scheme=self.init_scheme)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels). `train` is unused."""
+    del train  # no dropout, DropPath or BatchNorm in RDST
+    self.check_config()
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise InputError(f'RDST expects (B, H, W, {self.in_channels}) input, got {x.shape}')
+    h, w = x.shape[1:3]
+    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+    x = shift.sub(x) * self.img_range
+    x = pad_to_multiple(x, self.window_size, self.pad_mode)
+
+    x0 = common.conv3x3(self.embed_dim, init_scheme=self.init_scheme, name='head')(x)
+    t = common.layer_norm('patch_norm')(x0)
+    kw = self._block_kwargs()
+    if self.scan_blocks:
+      scanned = nn.scan(dense.ScannedRDSTB, variable_axes={'params': 0},
+                        split_rngs={'params': True}, length=self.num_blocks)
+      t, _ = scanned(**kw, name='body')(t, None)
+    else:
+      for i in range(self.num_blocks):
+        t = dense.RDSTB(**kw, name=f'body_{i}')(t)
+    t = common.layer_norm('norm')(t) * self.global_res_scale
+    res = common.conv3x3(self.embed_dim, init_scheme=self.init_scheme,
+                         name='conv_after_body')(t)
+    res = (res + x0)[:, :h, :w]
+
+    y = upsample.UpSampler(self.scale, self.embed_dim, init_scheme=self.init_scheme,
+                           name='upsample')(res)
+    y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
+    return shift.add(y / self.img_range)
