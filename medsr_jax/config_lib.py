@@ -76,6 +76,8 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.data.blur = False              # RDST: no blur (MIASSR blurs the LR with [.25 .5 .25])
   c.data.noise_sigma = 0.0         # additive Gaussian noise on the LR (thesis eq. 5.15); off
   c.data.eval_batch_size = 8       # whole slices per evaluation batch
+  c.data.num_threads = 2           # grain reader threads (batches are identical for any count)
+  c.data.prefetch_buffer_size = 2  # batches prepared ahead of the train step
 
   c.train = ml_collections.ConfigDict()
   c.train.stages = [stage("l1", steps=100_000, learning_rate=2e-4)]

@@ -26,11 +26,17 @@ of all processes in process order gives global batch k of the single-process str
 Iterator state. `train_iterator(ds)` returns a grain `DatasetIterator` whose
 `get_state()` is `{'next_index': k}`: the number of local batches this iterator has returned
 (== the global batch index it returns next). `set_state` accepts any such dict. Because the
-stream is index-addressed, k is the whole state: it is the same for every process, independent of
-prefetch threads, and survives a change of process count at fixed global batch size. With orbax
-(grain 0.2.18 registers the handler): save `grain.checkpoint.CheckpointSave(it)` and restore with
+stream is index-addressed, k is the whole state: it is the same for every process and independent
+of prefetch threads (at a fixed global batch size it would even carry over to another process
+count, but grain's orbax handler looks for the file of the current count). With orbax (grain
+0.2.18 registers the handler): save `grain.checkpoint.CheckpointSave(it)` and restore with
 `grain.checkpoint.CheckpointRestore(fresh_it)` as one item of an `ocp.args.Composite`; each
-process writes `process_<i>-of-<n>.json` in that item's directory.
+process writes `process_<i>-of-<n>.json` in that item's directory. The handler is synchronous:
+the state is read inside `save()`, so advancing the iterator during an async save is safe.
+
+Speed (2-core CPU, batch 32, 24 -> 96 at x4, 160x128 slices): about 130 batches/s with no thread,
+165 with 2 prefetch threads on an idle machine. For sources of ~100 slices grain's index_shuffle is
+slow (~0.3 ms per index, more than the crop and the bicubic; ~8 us at 12k slices).
 
 Test pairs (reference spec §4.4, RDST): whole slices; LR = bicubic to (int(H // s), int(W // s))
 (plus the 3x3 blur when `blur`, MIASSR); GT = HR bicubic-resized to (int(h * s), int(w * s)), the
@@ -167,7 +173,9 @@ def train_iterator(dataset: grain.MapDataset, *, num_threads: int = 0,
 
   `num_threads` > 0 prepares up to `prefetch_buffer_size` batches ahead in a thread pool; the
   batches are identical either way (the stream is index-addressed). Keep the buffer small: grain's
-  default (500) would hold 500 batches.
+  defaults (what plain `iter(dataset)` uses: 16 threads, 500 batches) hold ~600 MB at the thesis
+  setting. grain's `mp_prefetch` worker processes also give the same batches, but they need absl
+  flags parsed, checkpoint a different (worker-interleave) state and were slower on 2 cores.
   """
   if num_threads < 0 or prefetch_buffer_size < 0:
     raise InputError("num_threads and prefetch_buffer_size must be >= 0")

@@ -16,7 +16,7 @@ Run the checks with:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,10 +29,13 @@ class ArraySliceSource:
   """In-memory slices (N, H, W, C) as a grain random-access source.
 
   `source[i]` is the (H, W, C) float32 slice i (a read-only view, no copy). Negative indices
-  count from the end, like a list; indices outside [-N, N) raise IndexError.
+  count from the end, like a list; indices outside [-N, N) raise IndexError. Optional metadata
+  for evaluation reports: `slice_index` ((N,) position of each slice in its volume) and
+  `subject` (a subject id, or one per slice); the pipeline does not use them.
   """
 
-  def __init__(self, images: np.ndarray):
+  def __init__(self, images: np.ndarray, *, slice_index: Optional[np.ndarray] = None,
+               subject: Any = None):
     images = np.asarray(images)
     if images.ndim != 4:
       raise InputError(
@@ -44,6 +47,13 @@ class ArraySliceSource:
     images = np.ascontiguousarray(images, dtype=np.float32)
     images.setflags(write=False)
     self._images = images
+    if slice_index is not None:
+      slice_index = np.asarray(slice_index)
+      if slice_index.shape != (images.shape[0],):
+        raise InputError(f"slice_index has shape {slice_index.shape}, expected "
+                         f"({images.shape[0]},)")
+    self.slice_index = slice_index
+    self.subject = subject
 
   def __len__(self) -> int:
     return int(self._images.shape[0])
@@ -62,12 +72,14 @@ class ArraySliceSource:
   # Pickle the array itself (grain sends sources to worker processes); the read-only flag is
   # restored on load.
   def __getstate__(self) -> dict[str, Any]:
-    return {"images": self._images}
+    return {"images": self._images, "slice_index": self.slice_index, "subject": self.subject}
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     images = np.asarray(state["images"])
     images.setflags(write=False)
     self._images = images
+    self.slice_index = state.get("slice_index")
+    self.subject = state.get("subject")
 
 
 def source_from_config(data_config: Any, split: str) -> ArraySliceSource:
@@ -84,4 +96,6 @@ def source_from_config(data_config: Any, split: str) -> ArraySliceSource:
   from medsr_jax.data import sample  # pylint: disable=g-import-not-at-top  (loads files)
   crop_hw = tuple(int(v) for v in data_config.crop_hw)
   sets = sample.load_sample(crop_hw=crop_hw)
-  return ArraySliceSource(sets[split].images)
+  chosen = sets[split]
+  return ArraySliceSource(chosen.images, slice_index=getattr(chosen, "slice_index", None),
+                          subject=getattr(chosen, "subject", None))

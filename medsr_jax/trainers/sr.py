@@ -62,7 +62,8 @@ class _Run:
         lr_patch=c.lr_patch, scale=self.scale, seed=self.config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
         blur=c.blur, noise_sigma=c.noise_sigma)
-    return iter(dataset)
+    return pipeline.train_iterator(dataset, num_threads=c.num_threads,
+                                   prefetch_buffer_size=c.prefetch_buffer_size)
 
   def _eval_pairs(self, split: str):
     source = sources.source_from_config(self.config.data, split)

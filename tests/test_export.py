@@ -1,0 +1,174 @@
+"""Tests for medsr_jax.export: npz / safetensors export directories and their validation.
+
+  .venv/bin/python -m pytest -q tests/test_export.py
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from medsr_jax import export, models
+from medsr_jax.errors import InputError
+
+TINY = dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6, window_size=4)
+
+
+def tiny_params(scale=2, seed=0):
+  """Deterministic random 'params' for the tiny RDST (no init compile)."""
+  module = models.build('rdst', scale=scale, in_channels=1, **TINY)
+  shapes = export.expected_shapes(module, 1)
+  rng = np.random.default_rng(seed)
+  flat = {k.split('/', 1)[1]: (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+          for k, v in shapes.items() if k.startswith('params/')}
+  return export.unflatten_params(flat)
+
+
+@pytest.fixture(scope='module')
+def params():
+  return tiny_params()
+
+
+def _save(directory, params, **kw):
+  args = dict(model_name='rdst', model_kwargs=TINY, scale=2, in_channels=1, params=params,
+              extra={'step': 7})
+  args.update(kw)
+  return export.save_export(str(directory), **args)
+
+
+def test_flatten_unflatten_round_trip():
+  tree = {'params': {'b': {'y': 1, 'x': 2}, 'a': 3}, 'constants': {'m': 4}}
+  flat = export.flatten_params(tree)
+  assert list(flat) == ['constants/m', 'params/a', 'params/b/x', 'params/b/y']
+  assert export.unflatten_params(flat) == tree
+  with pytest.raises(ValueError, match='cannot flatten key'):
+    export.flatten_params({'a/b': 1})
+  with pytest.raises(ValueError, match='both a leaf and a subtree'):
+    export.unflatten_params({'a': 1, 'a/b': 2})
+
+
+@pytest.mark.parametrize('fmt', ['npz', 'safetensors'])
+def test_save_load_round_trip(tmp_path, params, fmt):
+  config = _save(tmp_path / 'exp', params, fmt=fmt)
+  files = sorted(os.listdir(tmp_path / 'exp'))
+  assert files == sorted(['config.json', export.PARAM_FILES[fmt]])
+  on_disk = json.loads((tmp_path / 'exp' / 'config.json').read_text())
+  assert on_disk == config
+  assert on_disk['model'] == 'rdst' and on_disk['scale'] == 2 and on_disk['in_channels'] == 1
+  assert on_disk['model_kwargs'] == TINY and on_disk['extra'] == {'step': 7}
+  assert on_disk['format_version'] == export.FORMAT_VERSION
+  assert on_disk['param_count'] == models.count_params({'params': params})
+
+  module, variables, loaded = export.load_export(str(tmp_path / 'exp'))
+  assert loaded['model'] == 'rdst' and module == models.build('rdst', scale=2, **TINY)
+  want = export.flatten_params({'params': params})
+  got = export.flatten_params(variables)
+  # RDST's MeanShift constants were filled in from the model (mean 0, std 1 by default).
+  assert set(got) == set(want) | {'constants/mean_shift/mean', 'constants/mean_shift/std'}
+  for k, v in want.items():
+    assert got[k].dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(got[k]), v)
+  np.testing.assert_array_equal(np.asarray(got['constants/mean_shift/std']), [1.0])
+
+
+def test_npz_keys_are_sorted_slash_paths(tmp_path, params):
+  _save(tmp_path / 'exp', params)
+  with np.load(tmp_path / 'exp' / 'params.npz', allow_pickle=False) as z:
+    keys = list(z.files)
+  assert keys == sorted(keys) and 'params/head/kernel' in keys
+  assert all(k.startswith(('params/', 'constants/')) for k in keys)
+
+
+def test_reexport_replaces_and_drops_other_format(tmp_path, params):
+  _save(tmp_path / 'exp', params, fmt='npz')
+  _save(tmp_path / 'exp', params, fmt='safetensors', extra={'step': 9})
+  assert sorted(os.listdir(tmp_path / 'exp')) == ['config.json', 'params.safetensors']
+  assert export.load_export(str(tmp_path / 'exp'))[2]['extra'] == {'step': 9}
+
+
+def test_save_rejects_wrong_variables_and_writes_nothing(tmp_path, params):
+  bad = export.unflatten_params(dict(export.flatten_params(params)))
+  bad['head']['kernel'] = np.zeros((3, 3, 1, 5), np.float32)
+  with pytest.raises(ValueError, match=r'wrong shape: params/head/kernel \(3, 3, 1, 5\)'):
+    _save(tmp_path / 'exp', bad)
+  assert not (tmp_path / 'exp').exists()
+
+
+def _rewrite_npz(path, change):
+  with np.load(path, allow_pickle=False) as z:
+    arrays = {k: z[k] for k in z.files}
+  change(arrays)
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def test_load_errors(tmp_path, params):
+  good = tmp_path / 'good'
+  _save(good, params)
+
+  def case(name, edit):
+    d = tmp_path / name
+    shutil.copytree(good, d)
+    edit(d)
+    with pytest.raises(InputError) as e:
+      export.load_export(str(d))
+    return str(e.value)
+
+  with pytest.raises(InputError, match='model directory not found'):
+    export.load_export(str(tmp_path / 'absent'))
+  msg = case('no_params', lambda d: os.remove(d / 'params.npz'))
+  assert 'no params.npz' in msg
+  msg = case('no_config', lambda d: os.remove(d / 'config.json'))
+  assert 'no config.json' in msg
+  msg = case('bad_json', lambda d: (d / 'config.json').write_text('{"model": '))
+  assert 'config.json: cannot read' in msg
+  msg = case('garbage_npz', lambda d: (d / 'params.npz').write_bytes(b'PK\x03\x04garbage'))
+  assert 'params.npz: cannot read parameters' in msg
+
+  def unknown_model(d):
+    cfg = json.loads((d / 'config.json').read_text())
+    cfg['model'] = 'no_such_net'
+    (d / 'config.json').write_text(json.dumps(cfg))
+  msg = case('unknown', unknown_model)
+  assert "unknown model 'no_such_net'" in msg and 'rdst' in msg
+
+  def bad_kwargs(d):
+    cfg = json.loads((d / 'config.json').read_text())
+    cfg['model_kwargs']['no_such_option'] = 3
+    (d / 'config.json').write_text(json.dumps(cfg))
+  assert 'no_such_option' in case('bad_kwargs', bad_kwargs)
+
+  def wrong_shape(arrays):
+    arrays['params/head/kernel'] = np.zeros((3, 3, 1, 7), np.float32)
+  msg = case('wrong_shape', lambda d: _rewrite_npz(d / 'params.npz', wrong_shape))
+  assert 'wrong shape: params/head/kernel (3, 3, 1, 7) (expected (3, 3, 1, 12))' in msg
+
+  def missing_and_extra(arrays):
+    del arrays['params/conv_last/bias']
+    arrays['params/surplus'] = np.zeros(3, np.float32)
+  msg = case('keys', lambda d: _rewrite_npz(d / 'params.npz', missing_and_extra))
+  assert '1 missing: params/conv_last/bias' in msg and '1 unexpected: params/surplus' in msg
+
+  def nan(arrays):
+    arrays['params/conv_last/bias'] = np.array([np.nan], np.float32)
+  assert 'NaN' in case('nan', lambda d: _rewrite_npz(d / 'params.npz', nan))
+
+
+def test_pickled_params_are_refused(tmp_path, params):
+  d = tmp_path / 'exp'
+  _save(d, params)
+  with open(d / 'params.npz', 'wb') as f:
+    np.savez(f, **{'params/head/kernel': np.array([{'evil': 1}], dtype=object)})
+  with pytest.raises(InputError, match='cannot read parameters'):
+    export.load_export(str(d))
+
+
+def test_torch_hooks_are_reexported_when_present():
+  try:
+    import medsr_jax.export_torch as et  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    pytest.skip('medsr_jax.export_torch not available')
+  assert export.variables_from_torch is et.variables_from_torch
+  assert export.variables_to_torch is et.variables_to_torch

@@ -1,0 +1,197 @@
+"""Tests of medsr_jax.layers.{swin,common}: windows, indices, masks, attention, STL, init, MeanShift.
+
+  .venv/bin/python -m pytest -q tests/test_layers_swin.py
+
+The STL and the mask are checked against independent, loop-based numpy constructions that follow
+the reference code's definitions (slices of the shifted map, per-window softmax attention).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medsr_jax.layers import common
+from medsr_jax.layers import swin
+
+
+def test_window_partition_order_and_round_trip():
+  x = np.arange(2 * 16 * 24 * 3, dtype=np.float32).reshape(2, 16, 24, 3)
+  win = np.asarray(swin.window_partition(jnp.asarray(x), 8))
+  assert win.shape == (2 * 2 * 3, 8, 8, 3)
+  n = 0
+  for b in range(2):
+    for i in range(2):
+      for j in range(3):
+        np.testing.assert_array_equal(win[n], x[b, 8 * i:8 * i + 8, 8 * j:8 * j + 8])
+        n += 1
+  back = swin.window_reverse(jnp.asarray(win), 8, 16, 24)
+  np.testing.assert_array_equal(np.asarray(back), x)
+
+
+def test_window_partition_rejects_bad_size():
+  with pytest.raises(ValueError):
+    swin.window_partition(jnp.zeros((1, 12, 16, 1)), 8)
+
+
+def test_relative_position_index_matches_pairwise_definition():
+  ws = 4
+  idx = swin.relative_position_index(ws)
+  assert idx.shape == (16, 16) and idx.dtype == np.int64
+  for p in range(16):
+    for q in range(16):
+      dy, dx = p // ws - q // ws, p % ws - q % ws
+      assert idx[p, q] == (dy + ws - 1) * (2 * ws - 1) + (dx + ws - 1)
+  assert swin.relative_position_index(8).max() == 15 * 15 - 1
+
+
+def _mask_by_slices(h, w, ws, s):
+  """The reference's calculate_mask: label the 9 slice regions, compare labels within windows."""
+  img = np.zeros((h, w))
+  cnt = 0
+  for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+    for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+      img[hs, wsl] = cnt
+      cnt += 1
+  masks = []
+  for i in range(h // ws):
+    for j in range(w // ws):
+      lab = img[i * ws:(i + 1) * ws, j * ws:(j + 1) * ws].reshape(-1)
+      diff = lab[None, :] - lab[:, None]
+      masks.append(np.where(diff != 0, -100.0, 0.0))
+  return np.stack(masks).astype(np.float32)
+
+
+@pytest.mark.parametrize('h,w,ws,s', [(24, 24, 8, 4), (40, 32, 8, 4), (8, 8, 8, 4),
+                                      (16, 8, 4, 2), (12, 18, 6, 3)])
+def test_shifted_window_mask_matches_slice_construction(h, w, ws, s):
+  mask = swin.shifted_window_mask(h, w, ws, s)
+  want = _mask_by_slices(h, w, ws, s)
+  assert mask.shape == ((h // ws) * (w // ws), ws * ws, ws * ws)
+  np.testing.assert_array_equal(mask, want)
+  assert set(np.unique(mask)) <= {0.0, -100.0}
+  assert swin.shifted_window_mask(h, w, ws, 0) is None
+
+
+def test_shifted_window_mask_known_values():
+  mask = swin.shifted_window_mask(24, 24, 8, 4)
+  assert not mask[0].any()  # top-left window lies in region 0 only
+  last = mask[-1]  # bottom-right window mixes 4 regions
+  assert last[0, 0] == 0 and last[0, 4] == -100 and last[0, 32] == -100 and last[0, 36] == -100
+  assert (last == -100).sum() == 64 * 64 - 4 * 16 * 16
+
+
+def _ln(x, scale, bias):
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + 1e-5) * scale + bias
+
+
+def _gelu(x):
+  return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def _stl_numpy(x, p, heads, ws, s, mask):
+  """Loop-based STL following the reference forward, float64."""
+  b, h, w, c = x.shape
+  hd = c // heads
+  a = p['attn']
+  y = _ln(x, p['norm1']['scale'], p['norm1']['bias'])
+  y = np.roll(y, (-s, -s), axis=(1, 2))
+  out = np.zeros_like(y)
+  table = a['relative_position_bias_table']
+  idx = swin.relative_position_index(ws)
+  nwin = 0
+  for bi in range(b):
+    nwin = 0
+    for i in range(h // ws):
+      for j in range(w // ws):
+        t = y[bi, i * ws:(i + 1) * ws, j * ws:(j + 1) * ws].reshape(-1, c)
+        qkv = t @ a['qkv']['kernel'] + a['qkv']['bias']
+        res = np.zeros((ws * ws, c))
+        for hh in range(heads):
+          q = qkv[:, hh * hd:(hh + 1) * hd] * hd ** -0.5
+          k = qkv[:, c + hh * hd:c + (hh + 1) * hd]
+          v = qkv[:, 2 * c + hh * hd:2 * c + (hh + 1) * hd]
+          logits = q @ k.T + table[idx, hh]
+          if mask is not None:
+            logits = logits + mask[nwin]
+          e = np.exp(logits - logits.max(-1, keepdims=True))
+          res[:, hh * hd:(hh + 1) * hd] = (e / e.sum(-1, keepdims=True)) @ v
+        res = res @ a['proj']['kernel'] + a['proj']['bias']
+        out[bi, i * ws:(i + 1) * ws, j * ws:(j + 1) * ws] = res.reshape(ws, ws, c)
+        nwin += 1
+  x = x + np.roll(out, (s, s), axis=(1, 2))
+  m = p['mlp']
+  z = _ln(x, p['norm2']['scale'], p['norm2']['bias'])
+  z = _gelu(z @ m['fc1']['kernel'] + m['fc1']['bias']) @ m['fc2']['kernel'] + m['fc2']['bias']
+  return x + z
+
+
+@pytest.mark.parametrize('shift', [0, 2])
+def test_stl_matches_loop_reference(shift):
+  c, heads, ws, h, w = 12, 3, 4, 8, 12
+  layer = swin.SwinTransformerLayer(c, heads, ws, shift, mlp_ratio=2.0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, h, w, c))
+  params = layer.init(jax.random.PRNGKey(1), x)['params']
+  # Make LayerNorm and the bias table non-trivial.
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  params = jax.tree_util.tree_unflatten(tree, leaves)
+  y = np.asarray(layer.apply({'params': params}, x), np.float64)
+  p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  want = _stl_numpy(np.asarray(x, np.float64), p64, heads, ws, shift,
+                    swin.shifted_window_mask(h, w, ws, shift))
+  np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_init_schemes():
+  x = jnp.ones((1, 4, 4, 40))
+  lin = common.Linear(50, init_scheme='reference')
+  p = lin.init(jax.random.PRNGKey(0), x)['params']
+  assert not np.asarray(p['bias']).any()
+  assert abs(float(jnp.std(p['kernel'])) - 0.02) < 0.003
+  p = common.Linear(50).init(jax.random.PRNGKey(0), x)['params']
+  bound = 1 / math.sqrt(40)
+  for leaf in (p['kernel'], p['bias']):
+    assert float(jnp.max(jnp.abs(leaf))) <= bound and float(jnp.max(jnp.abs(leaf))) > 0.8 * bound
+  p = common.conv3x3(7, init_scheme='reference').init(jax.random.PRNGKey(0), x)['params']
+  assert p['kernel'].shape == (3, 3, 40, 7)
+  assert float(jnp.max(jnp.abs(p['bias']))) <= 1 / math.sqrt(360)
+  table = swin.WindowAttention(12, 3, 4).init(
+      jax.random.PRNGKey(0), jnp.ones((1, 16, 12)))['params']['relative_position_bias_table']
+  assert table.shape == (49, 3) and abs(float(jnp.std(table)) - 0.02) < 0.006
+  with pytest.raises(ValueError):
+    common.Linear(3, init_scheme='bogus').init(jax.random.PRNGKey(0), x)
+
+
+def test_conv2d_matches_direct_sum():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 6, 2))
+  conv = common.Conv2d(3, 3)
+  p = conv.init(jax.random.PRNGKey(1), x)['params']
+  y = np.asarray(conv.apply({'params': p}, x))
+  xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  k, b = np.asarray(p['kernel']), np.asarray(p['bias'])
+  want = np.zeros((1, 5, 6, 3))
+  for i in range(5):
+    for j in range(6):
+      want[0, i, j] = np.einsum('hwc,hwco->o', xp[0, i:i + 3, j:j + 3], k) + b
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_shift_constants_and_inverse():
+  ms = common.MeanShift(2, mean=(0.25, 0.5), std=(1.1, 2.0))
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 3, 3, 2))
+  v = ms.init(jax.random.PRNGKey(0), x)
+  assert 'params' not in v
+  np.testing.assert_allclose(v['constants']['mean'], [0.25, 0.5])
+  y = ms.apply(v, x, 'sub')
+  np.testing.assert_allclose(y, (x - jnp.array([0.25, 0.5])) / jnp.array([1.1, 2.0]), rtol=1e-6)
+  np.testing.assert_allclose(ms.apply({}, y, 'add'), x, rtol=1e-6, atol=1e-6)
+  other = {'constants': {'mean': jnp.array([1.0, 1.0]), 'std': jnp.array([1.0, 1.0])}}
+  np.testing.assert_allclose(ms.apply(other, x, 'sub'), x - 1.0, rtol=1e-6)
+  with pytest.raises(ValueError):
+    common.MeanShift(2, mean=(0.1,)).init(jax.random.PRNGKey(0), x)
