@@ -36,7 +36,8 @@ def _run_steps(mesh, batches, name, train_config=None):
     return step_lib.init_state(params, tx, jax.random.key(1), ema=train_config.ema_decay > 0)
 
   state_sh = sharding.tree_shardings(jax.eval_shape(init), mesh, min_size=64)
-  state = jax.jit(init, out_shardings=state_sh)()
+  # One init program for every mesh (compiled once, then cached), placed onto the mesh after.
+  state = jax.device_put(jax.jit(init)(), state_sh)
   raw = step_lib.make_train_step(step_lib.pixel_objective(model, "l1"), tx,
                                  loss_threshold=train_config.loss_threshold,
                                  ema_decay=train_config.ema_decay, name=name)
