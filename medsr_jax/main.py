@@ -60,6 +60,8 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter off; --verbosity=0 brings it back
   errors.cli_main(lambda: run(_CONFIG.value, _WORKDIR.value))
 
 

@@ -135,13 +135,11 @@ def test_stl_matches_loop_reference(shift):
   c, heads, ws, h, w = 12, 3, 4, 8, 12
   layer = swin.SwinTransformerLayer(c, heads, ws, shift, mlp_ratio=2.0)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, h, w, c))
-  params = layer.init(jax.random.PRNGKey(1), x)['params']
-  # Make LayerNorm and the bias table non-trivial.
-  leaves, tree = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  params = jax.tree_util.tree_unflatten(tree, leaves)
-  y = np.asarray(layer.apply({'params': params}, x), np.float64)
+  shapes = jax.eval_shape(layer.init, jax.random.PRNGKey(1), x)['params']
+  rng = np.random.default_rng(shift)  # random everything, LayerNorms and bias table included
+  params = jax.tree_util.tree_map(
+      lambda a: (0.3 * rng.standard_normal(a.shape)).astype(np.float32), shapes)
+  y = np.asarray(jax.jit(layer.apply)({'params': params}, x), np.float64)
   p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
   want = _stl_numpy(np.asarray(x, np.float64), p64, heads, ws, shift,
                     swin.shifted_window_mask(h, w, ws, shift))
