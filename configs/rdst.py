@@ -22,9 +22,7 @@ def make_config(arg, *, model_name, blocks):
   """The chapter-5 protocol for an RDST variant with `blocks` RDSTBs (8: RDST, 4: RDST-E)."""
   opts = config_lib.parse_arg(arg, demo=False, scale=4, blocks=blocks)
   c = config_lib.base_sr_config()
-  c.model.name = model_name
-  c.model.scale = opts.scale
-  c.model.kwargs.num_blocks = opts.blocks
+  c.model = config_lib.model_config(model_name, scale=opts.scale, num_blocks=opts.blocks)
   c.train.stages = [
       config_lib.stage("l1", steps=100_000, learning_rate=2e-4),
       config_lib.stage("finetune", steps=20_000, learning_rate=1e-4,

@@ -55,17 +55,27 @@ def stage(name: str, *, steps: int, learning_rate: float, loss: str = "l1",
       milestones=tuple(milestones), gamma=gamma))
 
 
+def model_config(name: str, *, scale: int = 4, in_channels: int = 1,
+                 **overrides: Any) -> ml_collections.ConfigDict:
+  """`config.model` for a registered model, with every architecture option listed in `kwargs`."""
+  from medsr_jax import models  # pylint: disable=import-outside-toplevel
+  kwargs = models.default_options(name)
+  unknown = sorted(set(overrides) - set(kwargs))
+  if unknown:
+    raise ValueError(f"unknown options {unknown} for model {name!r}")
+  kwargs.update(overrides)
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return ml_collections.ConfigDict(dict(name=name, scale=scale, in_channels=in_channels,
+                                        kwargs=kwargs))
+
+
 def base_sr_config() -> ml_collections.ConfigDict:
   """Fields shared by every fixed-scale SR method (values follow the RDST protocol, thesis ch. 5)."""
   c = ml_collections.ConfigDict()
   c.trainer = "sr"
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "rdst"
-  c.model.scale = 4
-  c.model.in_channels = 1
-  c.model.kwargs = ml_collections.ConfigDict()  # architecture overrides, e.g. num_blocks
+  c.model = model_config("rdst")   # name, scale, in_channels, kwargs (every architecture option)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "sample"         # 'sample' (embedded Colin27 slices); TFRecord shards later

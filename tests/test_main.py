@@ -6,8 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 
+from medsr_jax import infer
 from medsr_jax import main as main_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,6 +65,25 @@ def test_resume_continues_exactly(tmp_path):
     assert (interrupted / f).exists(), f
   assert list((interrupted / "tensorboard").glob("events.out.tfevents.*"))
   assert list(interrupted.glob("panel_*.png"))
+  # Checkpoints: the latest three plus the best validated one survive.
+  ckpts = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
+  assert ckpts[-1] == 9 and len(ckpts) >= 3
+  rows = [json.loads(l) for l in (interrupted / "metrics.jsonl").read_text().splitlines()]
+  val = {r["step"]: r["val_psnr"] for r in rows if r.get("val_psnr") is not None}
+  assert sorted(val) == [3, 4, 6, 9]
+  assert max(val, key=val.get) in ckpts
+  _exported_model_super_resolves_a_volume(interrupted / "export", tmp_path)
+
+
+def _exported_model_super_resolves_a_volume(model_dir, tmp_path):
+  volume = np.random.default_rng(0).integers(0, 1000, size=(20, 24, 3)).astype(np.int16)
+  affine = np.diag([1.0, 1.0, 2.0, 1.0])
+  source, target = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
+  nib.save(nib.Nifti1Image(volume, affine), source)
+  infer.run(str(model_dir), str(source), str(target))
+  out = nib.load(target)
+  assert out.shape == (40, 48, 3)
+  np.testing.assert_allclose(out.header.get_zooms(), (0.5, 0.5, 2.0))
 
 
 def test_cli_rejects_unknown_trainer(tmp_path):

@@ -9,6 +9,8 @@ from medsr_jax.models.registry import available
 from medsr_jax.models.registry import build
 from medsr_jax.models.registry import count_params
 from medsr_jax.models.registry import count_relative_position_params
+from medsr_jax.models.registry import default_options
 from medsr_jax.models.registry import register
 
-__all__ = ['available', 'build', 'count_params', 'count_relative_position_params', 'register']
+__all__ = ['available', 'build', 'count_params', 'count_relative_position_params',
+           'default_options', 'register']

@@ -68,6 +68,17 @@ def build(name: str, *, scale: Any = 4, in_channels: int = 1, **overrides) -> nn
     raise InputError(f'bad options for model {name!r}: {e}') from e
 
 
+def default_options(name: str) -> dict[str, Any]:
+  """Every architecture option of `name` with its default (not `scale`/`in_channels`).
+
+  Config files start from these, so `--config.model.kwargs.<option>=...` can set any of them and
+  a misspelt option is an error rather than a silently ignored key.
+  """
+  model = build(name)
+  skip = {'parent', 'name', 'scale', 'in_channels'}
+  return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in skip}
+
+
 def _make_rdst(num_blocks: int) -> Constructor:
   fields = {f.name for f in dataclasses.fields(rdst.RDST)} - {'parent', 'name'}
 
