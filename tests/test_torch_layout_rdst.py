@@ -56,7 +56,7 @@ def test_round_trip_is_exact(layout, name, scale, scan):
   np.testing.assert_allclose(v['constants']['mean_shift']['std'], [1.1], rtol=1e-7)
   np.testing.assert_allclose(v['constants']['mean_shift']['mean'], [0.25], rtol=1e-7)
   if scan:
-    qkv = v['params']['body']['block']['dense']['body_1']['blocks_0']['attn']['qkv']['kernel']
+    qkv = v['params']['body']['dense']['body_1']['blocks_0']['attn']['qkv']['kernel']
     assert qkv.shape == (8, 90, 270)
     np.testing.assert_array_equal(qkv[5], sd['body.5.body.1.body.blocks.0.attn.qkv.weight'].T)
   back = variables_to_torch(name, v, scale=scale, in_channels=1, scan_blocks=scan)
@@ -81,7 +81,7 @@ def test_scan_and_loop_layouts_agree_through_torch():
   sd = parity_weights.state_dict_v1(ref, seed=3)
   scanned = variables_from_torch('rdst_e', sd, scale=4, in_channels=1)
   loop = variables_from_torch('rdst_e', sd, scale=4, in_channels=1, scan_blocks=False)
-  a = scanned['params']['body']['block']['conv']['kernel'][2]
+  a = scanned['params']['body']['conv']['kernel'][2]
   np.testing.assert_array_equal(a, loop['params']['body_2']['conv']['kernel'])
 
 

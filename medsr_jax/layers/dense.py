@@ -112,23 +112,8 @@ class RDSTB(nn.Module):
     return y * self.residual_scale + x
 
 
-class ScannedRDSTB(nn.Module):
+class ScannedRDSTB(RDSTB):
   """`RDSTB` with the (carry, x) -> (carry, None) signature that `nn.scan` needs."""
-  dim: int = 60
-  growth: int = 30
-  num_dense: int = 3
-  stl_per_dense: int = 2
-  num_heads: int = 6
-  window_size: int = 8
-  mlp_ratio: float = 2.0
-  dense_scale: float = 1.0
-  residual_scale: float = 1.0
-  pre_norm: bool = True
-  init_scheme: str = 'thesis'
 
-  @nn.compact
-  def __call__(self, x: jax.Array, _: Optional[jax.Array] = None):
-    block = RDSTB(self.dim, self.growth, self.num_dense, self.stl_per_dense, self.num_heads,
-                  self.window_size, self.mlp_ratio, self.dense_scale, self.residual_scale,
-                  self.pre_norm, self.init_scheme, name='block')
-    return block(x), None
+  def __call__(self, x: jax.Array, _: Optional[jax.Array] = None):  # pytype: disable=signature-mismatch
+    return super().__call__(x), None

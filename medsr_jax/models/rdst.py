@@ -20,7 +20,7 @@ its 4 frozen MeanShift numbers, which live in the 'constants' collection here). 
 RDSTBs, 2,379,241. DropPath is absent: the reference builds its RDSTBs without it.
 
 Stacking: with `scan_blocks=True` (default) the identical RDSTBs run under `nn.scan` and their
-params carry a leading axis of size `num_blocks` under `params['body']['block']`; with False they
+params carry a leading axis of size `num_blocks` under `params['body']`; with False they
 are `params['body_{i}']`. Compile times measured for num_blocks=8 on a 40x32 input (scan / loop):
 2-core CPU: forward 1.5-3.4 s / 3.5-6.0 s, gradient 6.5-12.6 s / 22-35 s, init 7.6-8.9 s /
 47-52 s (the machine was shared, hence ranges); H100 (jax 0.11.2): forward 18 s / 43 s, gradient

@@ -5,7 +5,7 @@ Key map (spec §5.13; `tests/data/state_dicts/rdst*.json` lists every key):
   add_mean / sub_mean .weight/.bias          -> 'constants' mean_shift {mean, std} (checked)
   head                                       -> head                       (conv)
   patch_embed.norm                           -> patch_norm                 (LayerNorm)
-  body.{i}.body.{j}.tail.0 / .tail.1         -> body[/block|_i]/dense/body_{j}/tail_norm, tail_linear
+  body.{i}.body.{j}.tail.0 / .tail.1         -> body[_i]/dense/body_{j}/tail_norm, tail_linear
   body.{i}.body.{j}.body.blocks.{k}.<stl>    -> .../body_{j}/blocks_{k}/<stl>   (see `stl_entries`)
   body.{i}.conv                              -> .../conv                   (LFF conv 3x3)
   norm, conv_after_body                      -> norm, conv_after_body
@@ -13,7 +13,7 @@ Key map (spec §5.13; `tests/data/state_dicts/rdst*.json` lists every key):
   tail.1                                     -> conv_last
   *.attn.relative_position_index, *.attn_mask buffers: checked if present, regenerated on export.
 
-With `scan_blocks=True` the Flax path is body/block/... with block i on the leading axis.
+With `scan_blocks=True` the Flax path is body/... with block i on the leading axis.
 `attn_mask` buffers are the reference's precomputed masks for its construction size
 `torch_img_size` (24 = the RDST ini's patch size); a mask for any other square size is accepted
 if it equals ours for that size.
@@ -102,7 +102,7 @@ def entries(model: Any, img_size: int = TORCH_IMG_SIZE) -> list[tl.Entry]:
   out += _conv('head', ('head',), c, d)
   out += _ln('patch_embed.norm', ('patch_norm',), d, None)
   for i in range(model.num_blocks):
-    base, index = (('body', 'block'), i) if model.scan_blocks else ((f'body_{i}',), None)
+    base, index = (('body',), i) if model.scan_blocks else ((f'body_{i}',), None)
     dim = d
     for j in range(model.dense_layers):
       key, path = f'body.{i}.body.{j}', base + ('dense', f'body_{j}')
