@@ -34,20 +34,24 @@ def make_config(arg, *, model_name, blocks):
 
 
 def apply_demo(c):
-  """The same pipeline, small enough to train to a visible gain on a 2-core CPU in a few minutes."""
-  c.model.kwargs.num_blocks = 2
+  """The same pipeline, small enough to beat bicubic on a 2-core CPU in about five minutes.
+
+  One RDSTB of width 30 (growth 12, 6 heads) instead of 8 of width 60, batch 8 of 16 -> 64
+  patches, a higher learning rate after a short warm-up, and 2,400 steps.
+  """
+  c.model.kwargs.num_blocks = 1
   c.model.kwargs.embed_dim = 30
   c.model.kwargs.growth_rate = 12
   c.model.kwargs.num_heads = 6
-  c.data.global_batch_size = 16
+  c.data.global_batch_size = 8
   c.data.lr_patch = 16
   c.train.stages = [
-      config_lib.stage("l1", steps=1200, learning_rate=1e-3, milestones=(800, 1100), gamma=0.5),
+      config_lib.stage("l1", steps=2400, learning_rate=1.5e-3, warmup_steps=100,
+                       milestones=(1600, 2000), gamma=0.5),
   ]
-  c.train.log_every = 50
+  c.train.log_every = 100
   c.train.eval_every = 400
-  c.train.checkpoint_every = 400
-  c.train.ema_decay = 0.0
+  c.train.checkpoint_every = 800
   return c
 
 

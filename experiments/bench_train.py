@@ -94,7 +94,7 @@ def main(argv):
   print(f"# bench_train: {jax.device_count()} x {dev.platform} ({dev.device_kind}), "
         f"batch {_BATCH.value}, LR {_LR_PATCH.value} -> HR {_LR_PATCH.value * _SCALE.value}, "
         f"x{_SCALE.value}\n")
-  print("| model | params | compile (s) | train steps/s | images/s | peak memory (MiB) "
+  print("| model | params | compile (s) | train steps/s | images/s | process peak memory (MiB) "
         "| inference 40x32->160x128 slices/s |")
   print("|---|---:|---:|---:|---:|---:|---:|")
   for name in _MODELS.value:

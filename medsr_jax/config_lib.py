@@ -48,11 +48,13 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 
 
 def stage(name: str, *, steps: int, learning_rate: float, loss: str = "l1",
-          milestones: tuple[int, ...] = (), gamma: float = 0.5) -> ml_collections.ConfigDict:
-  """One training stage: `steps` optimiser steps of `loss`, LR decayed by `gamma` at `milestones`."""
+          milestones: tuple[int, ...] = (), gamma: float = 0.5,
+          warmup_steps: int = 0) -> ml_collections.ConfigDict:
+  """One training stage: `steps` optimiser steps of `loss`, LR decayed by `gamma` at `milestones`
+  (counted from the start of the stage), after an optional linear warm-up."""
   return ml_collections.ConfigDict(dict(
       name=name, steps=steps, learning_rate=learning_rate, loss=loss,
-      milestones=tuple(milestones), gamma=gamma))
+      milestones=tuple(milestones), gamma=gamma, warmup_steps=warmup_steps))
 
 
 def model_config(name: str, *, scale: int = 4, in_channels: int = 1,

@@ -344,7 +344,5 @@ def load_export(directory: str):
   return module, variables, config
 
 
-try:  # PyTorch state-dict import/export lives in its own module (optional).
-  from medsr_jax.export_torch import variables_from_torch, variables_to_torch  # noqa
-except ImportError:
-  pass
+# PyTorch state-dict import/export (the author's key layout) lives in its own module.
+from medsr_jax.export_torch import variables_from_torch, variables_to_torch  # noqa: E402,F401

@@ -99,6 +99,9 @@ def test_stage_schedule_halves_at_milestones():
   assert float(lr(10_000)) == pytest.approx(5e-5)
   assert float(lr(15_000)) == pytest.approx(2.5e-5)
   assert float(lr(19_999)) == pytest.approx(1.25e-5)
+  warm = schedule.stage_schedule(config_lib.stage("w", steps=100, learning_rate=1.0,
+                                                   warmup_steps=10, milestones=(50,)))
+  assert [float(warm(i)) for i in (0, 5, 10, 49, 50)] == pytest.approx([0, 0.5, 1, 1, 0.5])
   stages = [config_lib.stage("a", steps=5, learning_rate=1.0), st]
   assert schedule.stage_index(stages, 4) == 0 and schedule.stage_index(stages, 5) == 1
   cfg = ml_collections.ConfigDict({"train": {"stages": stages, "max_steps": 7}})

@@ -8,13 +8,23 @@ as in the author's code where `scheduler.step()` sits inside the guard.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 
 def stage_schedule(stage) -> optax.Schedule:
-  """Piecewise-constant schedule of one stage, as a function of the step within the stage."""
+  """Schedule of one stage, as a function of the step within the stage.
+
+  Multi-step decay (PyTorch `MultiStepLR`), optionally after a linear warm-up from 0 over
+  `stage.warmup_steps` steps (0 in every thesis config; the CPU demo uses it).
+  """
   boundaries = {int(m): float(stage.gamma) for m in stage.milestones if 0 < int(m) < int(stage.steps)}
-  return optax.piecewise_constant_schedule(float(stage.learning_rate), boundaries)
+  decay = optax.piecewise_constant_schedule(float(stage.learning_rate), boundaries)
+  warmup = int(stage.get("warmup_steps", 0))
+  if warmup <= 0:
+    return decay
+  ramp = optax.linear_schedule(0.0, float(stage.learning_rate), warmup)
+  return lambda count: jnp.where(count < warmup, ramp(count), decay(count))
 
 
 def stage_bounds(stages) -> list[tuple[int, int]]:
