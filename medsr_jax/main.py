@@ -65,5 +65,16 @@ def main(argv):
   errors.cli_main(lambda: run(_CONFIG.value, _WORKDIR.value))
 
 
+def check_config_argument(argv: list[str]) -> None:
+  """Fails early, with one line, on a config file that does not exist (before absl's traceback)."""
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].split(":", 1)[0]
+      if not pathlib.Path(path).is_file():
+        print(f"error: config file not found: {path}", file=sys.stderr)
+        sys.exit(errors.EXIT_BAD_INPUT)
+
+
 if __name__ == "__main__":
+  check_config_argument(sys.argv)
   sys.exit(app.run(main))

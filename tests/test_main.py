@@ -92,3 +92,11 @@ def test_cli_rejects_unknown_trainer(tmp_path):
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr
   assert "unknown trainer" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_cli_rejects_missing_config_file(tmp_path):
+  cmd = [sys.executable, "-m", "medsr_jax.main", "--config=configs/nope.py:demo",
+         f"--workdir={tmp_path}"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == "error: config file not found: configs/nope.py"
