@@ -28,10 +28,9 @@ from medsr_jax.metrics import image_quality
 class Predictor:
   """Batched, jitted `model.apply` over (N, h, w, C) numpy arrays of LR slices."""
 
-  def __init__(self, model, batch_size: int = 8, sharding=None):
+  def __init__(self, model, batch_size: int = 8):
     self.batch_size = int(batch_size)
-    self._apply = jax.jit(lambda variables, x: model.apply(variables, x),
-                          in_shardings=None if sharding is None else (None, sharding))
+    self._apply = jax.jit(lambda variables, x: model.apply(variables, x))
 
   def __call__(self, variables: Any, lr: np.ndarray) -> np.ndarray:
     outputs = []

@@ -48,7 +48,7 @@ class _Run:
     self.total_steps = config_lib.total_steps(config)
     self.scale = float(config.model.scale)
     self.train_iter = self._make_train_iterator()
-    self.val_lr, self.val_hr, _ = self._eval_pairs("val")
+    self.val_lr, self.val_hr, _ = self.eval_pairs("val")
     self.predict = evaluate.Predictor(self.model, config.data.eval_batch_size)
     self.state = self._init_state()
     self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
@@ -65,7 +65,8 @@ class _Run:
     return pipeline.train_iterator(dataset, num_threads=c.num_threads,
                                    prefetch_buffer_size=c.prefetch_buffer_size)
 
-  def _eval_pairs(self, split: str):
+  def eval_pairs(self, split: str):
+    """Whole-slice (LR, HR, slice ids) of a split, by the thesis' test protocol (spec §4.4)."""
     source = sources.source_from_config(self.config.data, split)
     images = np.stack([source[i] for i in range(len(source))])
     lr, hr = pipeline.make_test_pairs(images, self.scale, blur=self.config.data.blur)
@@ -189,7 +190,7 @@ def _flush_metrics(pending, writer, line, stage_idx):
 
 
 def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
-  lr, hr, slice_ids = run._eval_pairs("test")
+  lr, hr, slice_ids = run.eval_pairs("test")
   scores, images = evaluate.evaluate(run.predict, run.eval_params(), lr, hr, run.scale)
   table = evaluate.write_report(run.workdir, scores, images, scale=run.scale,
                                 model_label=run.config.model.name,
