@@ -89,8 +89,12 @@ def markdown_table(scores: dict[str, Scores], *, scale: float, model_label: str)
 
 
 def write_report(directory: str | pathlib.Path, scores: dict[str, Scores], images: dict, *,
-                 scale: float, model_label: str, num_panels: int, slice_ids=None) -> str:
-  """Writes results.md, results.json (per-slice scores) and PNG panels; returns the table."""
+                 scale: float, model_label: str, num_panels: int, slice_ids=None
+                 ) -> tuple[str, dict[str, np.ndarray]]:
+  """Writes results.md, results.json (per-slice scores) and PNG panels.
+
+  Returns the markdown table and the panels ({'panel_007': uint8 image}, for TensorBoard).
+  """
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   table = markdown_table(scores, scale=scale, model_label=model_label)
@@ -101,8 +105,10 @@ def write_report(directory: str | pathlib.Path, scores: dict[str, Scores], image
     per_slice["slice_index"] = [int(i) for i in slice_ids]
   (directory / "results.json").write_text(json.dumps(per_slice, indent=1))
   n = len(images["hr"])
+  written = {}
   for i in np.linspace(0, n - 1, num=min(num_panels, n)).astype(int):
-    panel = panels.comparison_panel({"LR": images["lr"][i], "bicubic": images["bicubic"][i],
-                                     "SR": images["sr"][i], "HR": images["hr"][i]})
-    panels.save_png(directory / f"panel_{int(i):03d}.png", panel)
-  return table
+    name = f"panel_{int(i):03d}"
+    written[name] = panels.comparison_panel({"LR": images["lr"][i], "bicubic": images["bicubic"][i],
+                                             "SR": images["sr"][i], "HR": images["hr"][i]})
+    panels.save_png(directory / f"{name}.png", written[name])
+  return table, written

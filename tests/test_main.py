@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import nibabel as nib
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 import numpy as np
 
 from medsr_jax import infer
@@ -63,7 +64,10 @@ def test_resume_continues_exactly(tmp_path):
   for f in ("results.md", "results.json", "config.json", "export/params.npz",
             "export/config.json"):
     assert (interrupted / f).exists(), f
-  assert list((interrupted / "tensorboard").glob("events.out.tfevents.*"))
+  events = EventAccumulator(str(interrupted / "tensorboard"))
+  events.Reload()
+  assert "loss" in events.Tags()["scalars"] and "val_psnr" in events.Tags()["scalars"]
+  assert any(t.startswith("test/panel_") for t in events.Tags()["images"])
   assert list(interrupted.glob("panel_*.png"))
   # Checkpoints: the latest three plus the best validated one survive.
   ckpts = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())

@@ -192,9 +192,10 @@ def _flush_metrics(pending, writer, line, stage_idx):
 def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
   lr, hr, slice_ids = run.eval_pairs("test")
   scores, images = evaluate.evaluate(run.predict, run.eval_params(), lr, hr, run.scale)
-  table = evaluate.write_report(run.workdir, scores, images, scale=run.scale,
-                                model_label=run.config.model.name,
-                                num_panels=run.config.eval.num_panels, slice_ids=slice_ids)
+  table, panel_images = evaluate.write_report(
+      run.workdir, scores, images, scale=run.scale, model_label=run.config.model.name,
+      num_panels=run.config.eval.num_panels, slice_ids=slice_ids)
+  writer.write_images(step, {f"test/{k}": v for k, v in panel_images.items()})
   summary = {k: v.summary() for k, v in scores.items()}
   writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]
                               for k in summary for m in ("psnr", "ssim")})

@@ -1,0 +1,23 @@
+"""experiments/sweep.py expands a config's grid into checked `main` commands."""
+
+import pytest
+
+from experiments import sweep
+
+
+def test_rdst_grid_expands_to_one_command_per_depth(tmp_path):
+  cmds = sweep.commands("configs/rdst.py:demo", str(tmp_path))
+  overrides = sorted(c[-1] for c in cmds)
+  assert overrides == ["--config.model.kwargs.num_blocks=4", "--config.model.kwargs.num_blocks=8"]
+  assert all("--config=configs/rdst.py:demo" in c for c in cmds)
+  assert len({c[4] for c in cmds}) == 2  # one workdir per point
+
+
+def test_grid_typo_is_an_error(tmp_path):
+  config = tmp_path / "bad.py"
+  config.write_text(
+      "from medsr_jax import config_lib\n"
+      "def get_config(arg=None):\n  return config_lib.base_sr_config()\n"
+      "def sweep(add):\n  add(**{'train.nonexistent': 1})\n")
+  with pytest.raises(ValueError, match="train.nonexistent"):
+    sweep.grid_points(str(config))
