@@ -46,15 +46,19 @@ def tiny_config(steps):
 
 def _losses(workdir):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in rows if "loss" in r]
+  assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
   return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, capsys):
   interrupted = tmp_path / "interrupted"
   main_lib.run(tiny_config(steps=4), str(interrupted))       # stops at step 4 (checkpoints 3, 4)
   ckpts = sorted(p.name for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
   assert ckpts[-1] == "4"
+  capsys.readouterr()
   main_lib.run(tiny_config(steps=9), str(interrupted))       # resumes at 4, crosses a stage
+  assert "resumed from checkpoint at step 4" in capsys.readouterr().out
   straight = tmp_path / "straight"
   main_lib.run(tiny_config(steps=9), str(straight))
   resumed, reference = _losses(interrupted), _losses(straight)
