@@ -56,6 +56,8 @@ def test_resume_continues_exactly(tmp_path, capsys):
   main_lib.run(tiny_config(steps=4), str(interrupted))       # stops at step 4 (checkpoints 3, 4)
   ckpts = sorted(p.name for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
   assert ckpts[-1] == "4"
+  with open(interrupted / "metrics.jsonl", "a") as f:     # as if it died after logging step 5
+    f.write('{"step": 5, "time": 0, "loss": 123.0}\n{"step": 6, "ti')
   capsys.readouterr()
   main_lib.run(tiny_config(steps=9), str(interrupted))       # resumes at 4, crosses a stage
   assert "resumed from checkpoint at step 4" in capsys.readouterr().out

@@ -168,6 +168,36 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def drop_records_after(path: str | os.PathLike, step: int) -> int:
+  """Removes the records of steps after `step` (logged after the checkpoint a run resumes from).
+
+  A run that dies between two checkpoints has logged steps that the resumed run will log again;
+  dropping them keeps one record per step. A cut-off last line is dropped too. The file is
+  replaced atomically. Returns the number of records removed.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        dropped += 1
+        continue
+      if int(record.get("step", 0)) <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+      else:
+        dropped += 1
+  if dropped:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+  return dropped
+
+
 class MultiWriter:
   """Sends every call to each writer in `writers`; with none it does nothing."""
 

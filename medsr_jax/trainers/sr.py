@@ -130,10 +130,11 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict[str, Any]:
   workdir = pathlib.Path(workdir)
   run = _Run(config, workdir)
   is_main = jax.process_index() == 0
-  writer = writers.create_writers(workdir, is_main_process=is_main)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-
   start = ckpt.latest_step()
+  if start is not None and is_main:
+    writers.drop_records_after(workdir / "metrics.jsonl", start)
+  writer = writers.create_writers(workdir, is_main_process=is_main)
   if start is not None:
     run.state, _ = ckpt.restore(start, checkpoint_lib.abstract_like(run.state), run.train_iter)
     logging.info("resumed from checkpoint at step %d", start)
