@@ -92,9 +92,9 @@ def test_source_from_config_sample(monkeypatch):
     sources.source_from_config(cfg, "training")
 
 
-def test_source_from_config_other_sources_not_implemented():
+def test_source_from_config_other_sources_are_a_clear_error():
   cfg = ml_collections.ConfigDict(dict(source="tfrecord", crop_hw=(160, 128)))
-  with pytest.raises(NotImplementedError, match="TFRecord shards"):
+  with pytest.raises(InputError, match="only 'sample'"):
     sources.source_from_config(cfg, "train")
 
 

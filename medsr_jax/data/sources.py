@@ -92,7 +92,8 @@ def source_from_config(data_config: Any, split: str) -> ArraySliceSource:
     raise InputError(f"unknown data split {split!r}; expected one of {SPLITS}")
   kind = data_config.source
   if kind != "sample":
-    raise NotImplementedError("TFRecord shards: see data_prep (later issue)")
+    raise InputError(f"data source {kind!r} is not available yet: only 'sample' (the embedded "
+                     "slices); TFRecord shards from data_prep come in a later release")
   from medsr_jax.data import sample  # pylint: disable=g-import-not-at-top  (loads files)
   crop_hw = tuple(int(v) for v in data_config.crop_hw)
   sets = sample.load_sample(crop_hw=crop_hw)
