@@ -115,6 +115,9 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.mesh.axis_names = ("data", "fsdp")
   c.mesh.fsdp_min_size = 2 ** 16   # params smaller than this stay replicated under FSDP
   c.distributed = False            # call jax.distributed.initialize() (multi-host pods/clusters)
+  c.coordinator_address = ""       # host:port of process 0; empty: detected (TPU, SLURM, ...)
+  c.num_processes = -1             # -1: detected
+  c.process_id = -1                # -1: detected
   return c
 
 

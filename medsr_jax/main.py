@@ -9,8 +9,9 @@ overridden with `--config.a.b=value`. The resolved config is written to `WORKDIR
 Running the same command again on the same workdir resumes from its latest checkpoint.
 
 On several hosts (TPU pods, GPU clusters) set `--config.distributed=True`: every process runs the
-same command, `jax.distributed.initialize()` joins them, and each process reads its own share of
-every batch.
+same command, `jax.distributed.initialize()` joins them (the coordinator is detected on TPU pods
+and SLURM; elsewhere give `--config.coordinator_address=HOST:PORT --config.num_processes=N
+--config.process_id=I`), and each process reads its own share of every batch.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ def run(config, workdir: str) -> dict:
   import jax  # imported here so that `--help` is instant
 
   if config.distributed:
-    jax.distributed.initialize()
+    # CPU processes exchange data through gloo; accelerators use their own collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    explicit = dict(coordinator_address=config.coordinator_address or None,
+                    num_processes=config.num_processes if config.num_processes > 0 else None,
+                    process_id=config.process_id if config.process_id >= 0 else None)
+    jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
   if config.trainer not in TRAINERS:
     raise errors.InputError(f"unknown trainer {config.trainer!r}; known: {', '.join(TRAINERS)}")
   path = pathlib.Path(workdir)

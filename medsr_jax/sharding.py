@@ -78,3 +78,18 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}
+
+
+def host_local(tree: Any, mesh: Mesh) -> Any:
+  """A full copy of every array on this process (all-gathered if sharded), for host-side work.
+
+  Evaluation, export and logging need whole arrays; with several processes a global array is
+  not fully addressable: replicated arrays give their local copy, sharded ones are gathered to a
+  replicated layout first (a collective, so every process must call this together).
+  """
+  if jax.process_count() == 1:
+    return tree
+  sharded = [x for x in jax.tree.leaves(tree) if not x.is_fully_replicated]
+  if sharded:
+    tree = jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
+  return jax.tree.map(lambda x: x.addressable_data(0), tree)

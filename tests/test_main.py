@@ -1,6 +1,5 @@
 """End to end: `main` trains on the embedded sample, resumes exactly, evaluates and exports."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -12,36 +11,13 @@ import numpy as np
 
 from medsr_jax import infer
 from medsr_jax import main as main_lib
+from tests import tiny_config as tiny_config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load_config(arg="demo"):
-  spec = importlib.util.spec_from_file_location("rdst_config", ROOT / "configs" / "rdst.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def tiny_config(steps):
-  c = _load_config("demo,scale=2")
-  c.model.kwargs.update(dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6,
-                             window_size=4))
-  c.data.global_batch_size = 8
-  c.data.lr_patch = 8
-  c.data.crop_hw = (32, 32)
-  c.data.eval_batch_size = 16
-  c.train.stages[0].steps = 6
-  c.train.stages[0].milestones = (4,)
-  c.train.stages.append(c.train.stages[0].copy_and_resolve_references())
-  c.train.stages[1].name = "second"
-  c.train.stages[1].learning_rate = 5e-4
-  c.train.max_steps = steps
-  c.train.log_every = 1
-  c.train.eval_every = 3
-  c.train.checkpoint_every = 3
-  c.mesh.shape = (4, 2)
-  return c
+  return tiny_config_lib.get_config(f"steps={steps}")
 
 
 def _losses(workdir):

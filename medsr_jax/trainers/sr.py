@@ -112,8 +112,14 @@ class _Run:
     return self._steps[stage_idx]
 
   def eval_params(self):
+    """This process's full copy of the params to evaluate/export (EMA when enabled)."""
     use_ema = self.config.eval.use_ema and "ema" in self.state
-    return {"params": self.state["ema"] if use_ema else self.state["params"]}
+    params = self.state["ema"] if use_ema else self.state["params"]
+    return {"params": sharding.host_local(params, self.mesh)}
+
+  def counter(self, name: str) -> int:
+    """A scalar of the state (step, stage, skipped) as a Python int."""
+    return int(sharding.host_local(self.state[name], self.mesh))
 
   def validate(self) -> dict[str, float]:
     sr = self.predict(self.eval_params(), self.val_lr)
@@ -140,14 +146,14 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict[str, Any]:
     logging.info("resumed from checkpoint at step %d", start)
     print(f"resumed from checkpoint at step {start}", flush=True)
   step = int(start or 0)
-  n_params = models.count_params({"params": run.state["params"]})
+  n_params = models.count_params(run.state["params"])
   print(f"model {config.model.name} x{run.scale:g}: {n_params:,} parameters; "
         f"{run.total_steps} steps; mesh {dict(run.mesh.shape)}", flush=True)
 
   line = progress.ProgressLine(run.total_steps, every=config.train.log_every)
   pending: list[tuple[int, Any]] = []
   val: dict[str, float] | None = None
-  current_stage = int(run.state["stage"])  # host copy: no device read inside the loop
+  current_stage = run.counter("stage")  # host copy: no device read inside the loop
   while step < run.total_steps:
     stage_idx = schedule.stage_index(run.stages, step)
     if stage_idx != current_stage:
@@ -158,7 +164,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict[str, Any]:
     step += 1
     pending.append((step, metrics))
     if step % config.train.log_every == 0 or step == run.total_steps:
-      _flush_metrics(pending, writer, line, stage_idx)
+      _flush_metrics(pending, writer, line, stage_idx, run.mesh)
       pending = []
     val = None
     if step % config.train.eval_every == 0 or step == run.total_steps:
@@ -179,9 +185,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict[str, Any]:
   return summary
 
 
-def _flush_metrics(pending, writer, line, stage_idx):
+def _flush_metrics(pending, writer, line, stage_idx, mesh):
   """One host round trip for all metrics since the last log line."""
-  fetched = jax.device_get([m for _, m in pending])
+  fetched = jax.device_get([sharding.host_local(m, mesh) for _, m in pending])
   for (s, _), m in zip(pending, fetched):
     scalars = {k: float(np.asarray(v)) for k, v in m.items()}
     scalars["stage"] = stage_idx
@@ -193,10 +199,12 @@ def _flush_metrics(pending, writer, line, stage_idx):
 def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
   lr, hr, slice_ids = run.eval_pairs("test")
   scores, images = evaluate.evaluate(run.predict, run.eval_params(), lr, hr, run.scale)
-  table, panel_images = evaluate.write_report(
-      run.workdir, scores, images, scale=run.scale, model_label=run.config.model.name,
-      num_panels=run.config.eval.num_panels, slice_ids=slice_ids)
-  writer.write_images(step, {f"test/{k}": v for k, v in panel_images.items()})
+  table = evaluate.markdown_table(scores, scale=run.scale, model_label=run.config.model.name)
+  if jax.process_index() == 0:  # every process evaluates (same numbers); one writes the files
+    table, panel_images = evaluate.write_report(
+        run.workdir, scores, images, scale=run.scale, model_label=run.config.model.name,
+        num_panels=run.config.eval.num_panels, slice_ids=slice_ids)
+    writer.write_images(step, {f"test/{k}": v for k, v in panel_images.items()})
   summary = {k: v.summary() for k, v in scores.items()}
   writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]
                               for k in summary for m in ("psnr", "ssim")})
@@ -208,11 +216,12 @@ def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
 
 
 def _export(run: _Run, directory: pathlib.Path, step: int) -> None:
+  params = jax.device_get(run.eval_params()["params"])  # every process takes part in the gather
+  skipped = run.counter("skipped")
   if jax.process_index() != 0:
     return
   c = run.config
-  params = jax.device_get(run.eval_params()["params"])
   export.save_export(directory, model_name=c.model.name, model_kwargs=c.model.kwargs.to_dict(),
                      scale=c.model.scale, in_channels=c.model.in_channels, params=params,
-                     extra={"step": int(step), "skipped_steps": int(run.state["skipped"])})
+                     extra={"step": int(step), "skipped_steps": skipped})
   print(f"exported parameters to {directory}", flush=True)
