@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-import parity_weights
+from tests import parity_weights
 from medsr_jax import models
 from medsr_jax import torch_layouts
 from medsr_jax.errors import InputError
