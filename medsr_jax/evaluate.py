@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +27,38 @@ from medsr_jax.metrics import image_quality
 
 
 class Predictor:
-  """Batched, jitted `model.apply` over (N, h, w, C) numpy arrays of LR slices."""
+  """Batched, jitted `model.apply` over (N, h, w, C) numpy arrays of LR slices.
 
-  def __init__(self, model, batch_size: int = 8):
+  Every batch has `batch_size` slices (the last one is padded with copies of its final slice),
+  so one compilation serves all batches of a slice size; `traces` counts compilations. With
+  `clip` the outputs are clipped to [0, 1] on device (for writing images; metrics never clip).
+  """
+
+  def __init__(self, model, batch_size: int = 8, *, clip: bool = False):
     self.batch_size = int(batch_size)
-    self._apply = jax.jit(lambda variables, x: model.apply(variables, x))
+    self.traces = 0
 
-  def __call__(self, variables: Any, lr: np.ndarray) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(lr), self.batch_size):
+    def forward(variables, x):
+      self.traces += 1  # Python side effect: runs only while tracing.
+      y = model.apply(variables, x)
+      return jnp.clip(y, 0.0, 1.0) if clip else y
+
+    self._apply = jax.jit(forward)
+
+  def __call__(self, variables: Any, lr: np.ndarray,
+               log: Callable[[str], None] | None = None) -> np.ndarray:
+    outputs, start_time = [], time.time()
+    n_batches = -(-len(lr) // self.batch_size)
+    for b, start in enumerate(range(0, len(lr), self.batch_size)):
       chunk = lr[start:start + self.batch_size]
       pad = self.batch_size - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
       out = np.asarray(jax.device_get(self._apply(variables, jnp.asarray(chunk, jnp.float32))))
       outputs.append(out[:len(out) - pad] if pad else out)
+      if log is not None:
+        log(f"batch {b + 1}/{n_batches}, slices {start + len(chunk) - pad}/{len(lr)}, "
+            f"{time.time() - start_time:.1f}s")
     return np.concatenate(outputs, axis=0)
 
 

@@ -22,10 +22,8 @@ constant data, a broken model directory) gives `error: ...` on stderr, exit code
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import time
 from typing import Callable
 
 from absl import app, flags
@@ -67,46 +65,24 @@ def check_output_path(input_path: str, output_path: str) -> None:
     raise InputError(f'{output_path}: output would overwrite the input')
 
 
-# Traces of the jitted forward pass (tests check that a volume compiles once).
+# Compilations of the forward pass so far (tests check that a volume compiles once).
 trace_count = 0
 
 
-@functools.lru_cache(maxsize=8)
-def _forward(module):
-  """One jitted `variables, x -> clip(module(x), 0, 1)` per (hashable) module."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  def forward(v, x):
-    global trace_count
-    trace_count += 1
-    return jnp.clip(module.apply(v, x), 0.0, 1.0)
-
-  return jax.jit(forward)
-
-
 def make_sr_fn(module, variables, batch_size: int, log: Callable[[str], None] | None = None):
-  """Returns `sr(slices)`: (N, H, W) float32 in [0, 1] -> (N, sH, sW), in fixed-size batches."""
-  forward = _forward(module)
+  """Returns `sr(slices)`: (N, H, W) float32 in [0, 1] -> (N, sH, sW), in fixed-size batches.
+
+  The batching, padding and jit are `evaluate.Predictor`'s (outputs clipped to [0, 1]).
+  """
+  from medsr_jax import evaluate  # pylint: disable=g-import-not-at-top  (jax import is slow)
 
   def sr(slices: np.ndarray) -> np.ndarray:
-    n = slices.shape[0]
-    bs = max(1, min(batch_size, n))
-    out = []
-    n_batches = -(-n // bs)
-    start_time = time.time()
-    for b in range(n_batches):
-      chunk = slices[b * bs:(b + 1) * bs]
-      m = chunk.shape[0]
-      if m < bs:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - m, axis=0)], axis=0)
-      y = np.asarray(forward(variables, chunk[..., None].astype(np.float32)))[:m, ..., 0]
-      out.append(y)
-      if log is not None:
-        done = min((b + 1) * bs, n)
-        log(f'infer: batch {b + 1}/{n_batches}, slices {done}/{n}, '
-            f'{time.time() - start_time:.1f}s')
-    return np.concatenate(out, axis=0)
+    global trace_count
+    predictor = evaluate.Predictor(module, max(1, min(batch_size, slices.shape[0])), clip=True)
+    progress = None if log is None else (lambda msg: log(f'infer: {msg}'))
+    out = predictor(variables, slices[..., None].astype(np.float32), log=progress)[..., 0]
+    trace_count += predictor.traces
+    return out
 
   return sr
 
