@@ -37,8 +37,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = 'config.json'
 PARAM_FILES = {'npz': 'params.npz', 'safetensors': 'params.safetensors'}
 SEP = '/'
-# The input used to trace `module.init` for the expected shapes (shapes do not depend on it).
-PROBE_SIZE = 24
 NORMALISATION = ('Inputs are NHWC float32 in [0, 1]: each image or volume is min-max '
                  'normalised, (v - min) / (max - min), before super-resolution, and the output is '
                  'mapped back with v * (max - min) + min (per-volume min-max as in the author\'s '
@@ -133,14 +131,10 @@ def _build(model_name: str, scale: Any, in_channels: int, model_kwargs: Mapping[
     raise InputError(f'{where}: cannot build model {model_name!r}: {e}') from e
 
 
-def _probe(in_channels: int) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct((1, PROBE_SIZE, PROBE_SIZE, in_channels), jnp.float32)
-
-
-def expected_shapes(module, in_channels: int) -> dict[str, jax.ShapeDtypeStruct]:
+def expected_shapes(module) -> dict[str, jax.ShapeDtypeStruct]:
   """Flat {key: ShapeDtypeStruct} of every variable `module.init` creates (no compute)."""
-  shapes = jax.eval_shape(module.init, jax.random.key(0), _probe(in_channels))
-  return flatten_params(shapes)
+  from medsr_jax import models  # pylint: disable=g-import-not-at-top
+  return flatten_params(models.abstract_variables(module))
 
 
 def _as_variables(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -210,14 +204,15 @@ def save_export(directory: str, *, model_name: str, model_kwargs: Mapping[str, A
   if fmt not in PARAM_FILES:
     raise ValueError(f'fmt must be one of {sorted(PARAM_FILES)}, got {fmt!r}')
   module = _build(model_name, scale, in_channels, model_kwargs, where='save_export')
-  want = expected_shapes(module, in_channels)
+  want = expected_shapes(module)
   variables = dict(_as_variables(params))
   want_cols = {k.split(SEP, 1)[0] for k in want}
   missing_cols = sorted(c for c in want_cols - set(variables) if c != 'params')
   if missing_cols:
     # Only the missing collections are kept, so XLA drops the parameter initialisers.
-    init = jax.jit(lambda k, x: {c: module.init(k, x)[c] for c in missing_cols})
-    variables.update(init(jax.random.key(0), jnp.zeros(_probe(in_channels).shape)))
+    from medsr_jax import models  # pylint: disable=g-import-not-at-top
+    init = jax.jit(lambda k: {c: models.init(module, k)[c] for c in missing_cols})
+    variables.update(init(jax.random.key(0)))
   arrays = {k: _to_numpy(v) for k, v in flatten_params(variables).items()}
   problems = _shape_problems({k: v.shape for k, v in arrays.items()},
                              {k: v.shape for k, v in want.items()})
@@ -328,7 +323,7 @@ def load_export(directory: str):
                   config['model_kwargs'], where=where)
   params_path = os.path.join(directory, config['params_file'])
   arrays = _read_params(params_path)
-  want = expected_shapes(module, config['in_channels'])
+  want = expected_shapes(module)
   problems = _shape_problems({k: v.shape for k, v in arrays.items()},
                              {k: v.shape for k, v in want.items()})
   if problems:

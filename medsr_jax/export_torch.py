@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax import torch_layouts
@@ -30,15 +29,14 @@ from medsr_jax.models import registry
 
 
 def _check_against_model(model, variables: Mapping[str, Any]) -> None:
-  """Internal consistency: the imported params must have exactly the model's param shapes."""
-  h = w = getattr(model, 'window_size', 8)
-  c = getattr(model, 'in_channels', 1)
-  want = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, c))))
-  want_shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), want['params'])
-  got_shapes = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), variables['params'])
-  if want_shapes != got_shapes:
-    raise InputError('imported params do not match the model structure '
-                     f'(layout bug or wrong options for {type(model).__name__})')
+  """Internal consistency: imported params / batch_stats must have exactly the model's shapes."""
+  want = registry.abstract_variables(model)
+  for col in ('params', 'batch_stats'):
+    want_shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), want.get(col, {}))
+    got_shapes = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), variables.get(col, {}))
+    if want_shapes != got_shapes:
+      raise InputError(f'imported {col} do not match the model structure '
+                       f'(layout bug or wrong options for {type(model).__name__})')
 
 
 def variables_from_torch(name: str, state_dict: Mapping[str, Any], *, scale: Any,

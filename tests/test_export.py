@@ -19,7 +19,7 @@ TINY = dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6, window_size=
 def tiny_params(scale=2, seed=0):
   """Deterministic random 'params' for the tiny RDST (no init compile)."""
   module = models.build('rdst', scale=scale, in_channels=1, **TINY)
-  shapes = export.expected_shapes(module, 1)
+  shapes = export.expected_shapes(module)
   rng = np.random.default_rng(seed)
   flat = {k.split('/', 1)[1]: (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
           for k, v in shapes.items() if k.startswith('params/')}

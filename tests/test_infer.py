@@ -30,7 +30,7 @@ H, W = 10, 12  # in-plane size of every test input: (H, W) images, volume slices
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
   module = models.build('rdst', scale=SCALE, in_channels=1, **TINY)
-  shapes = export.expected_shapes(module, 1)
+  shapes = export.expected_shapes(module)
   rng = np.random.default_rng(0)
   flat = {k.split('/', 1)[1]: (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
           for k, v in shapes.items() if k.startswith('params/')}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests import parity_weights
+from tests import zoo_checks
 from medsr_jax import models
 from medsr_jax import torch_layouts
 from medsr_jax.errors import InputError
@@ -21,7 +22,6 @@ from medsr_jax.torch_layouts import rdst as rdst_layout
 
 LAYOUTS = [('rdst', 'rdst', 4), ('rdst_e', 'rdst_e', 4), ('rdst_x2', 'rdst', 2),
            ('rdst_x3', 'rdst', 3), ('rdst_e_x2', 'rdst_e', 2), ('rdst_e_x3', 'rdst_e', 3)]
-KIND = {'param': 'param', 'param_frozen': 'frozen', 'buffer': 'buffer'}
 
 
 def _rel_index(ws):
@@ -35,16 +35,10 @@ def _rel_index(ws):
 
 @pytest.mark.parametrize('layout,name,scale', LAYOUTS)
 def test_layout_matches_reference_key_list(layout, name, scale):
-  ref = parity_weights.load_layout(layout)
-  assert ref['scale'] == scale
-  model = models.build(name, scale=scale)
-  ours = rdst_layout.entries(model)
-  assert [e.key for e in ours] == [r[0] for r in ref['state_dict']]
-  for e, r in zip(ours, ref['state_dict']):
-    assert e.shape == tuple(r[1]), e.key
-    assert e.kind == KIND[r[2]], e.key
+  assert parity_weights.load_layout(layout)['scale'] == scale
+  ours = zoo_checks.check_layout_keys(layout, name, scale)
   trainable = sum(int(np.prod(e.shape)) for e in ours if e.kind == 'param')
-  assert trainable == ref['trainable_params']
+  assert trainable == parity_weights.load_layout(layout)['trainable_params']
 
 
 @pytest.mark.parametrize('layout,name,scale', [LAYOUTS[0], LAYOUTS[3]])
@@ -148,15 +142,4 @@ def test_three_channels_and_non_diagonal_mean_shift():
 @pytest.mark.parametrize('case,name', [('rdst', 'rdst'), ('rdst_e', 'rdst_e'),
                                        ('rdst_x2', 'rdst')])
 def test_forward_parity(case, name):
-  data, sd = parity_weights.load_case(case)
-  scale = float(data['scale'])
-  v = variables_from_torch(name, sd, scale=scale, in_channels=1)
-  model = models.build(name, scale=scale, in_channels=1)
-  x = np.transpose(data['input'], (0, 2, 3, 1))
-  # Full float32 matmuls: GPUs default to TF32, which gives err ~2e-4 (seen on an H100).
-  with jax.default_matmul_precision('highest'):
-    y = np.asarray(jax.jit(model.apply)(v, x)).transpose(0, 3, 1, 2)
-  assert y.shape == data['output'].shape
-  err = parity_weights.parity_error(y, data['output'])
-  print(f'{case}: parity err {err:.3e}')
-  assert err < 1e-4
+  zoo_checks.check_parity(case, name)

@@ -7,6 +7,8 @@ Everything is NHWC (channels last). The layers mirror the author's `networks/com
   * `Linear`: `nn.Linear`, kernel (in, out).
   * `layer_norm`: `nn.LayerNorm` (eps 1e-5, two-pass variance like PyTorch).
   * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
+  * `batch_norm`: `nn.BatchNorm2d` (eps 1e-5, momentum 0.1 = Flax momentum 0.9); `PReLU`;
+    `activation(name)` for the reference's `paras.act` choices.
 
 Initialisation (`init_scheme`):
   * 'thesis' (default): the dissertation (§5.3.3, §4.3) says every parameter is Kaiming-uniform
@@ -138,6 +140,49 @@ def layer_norm(name: Optional[str] = None) -> nn.LayerNorm:
 def gelu(x: jax.Array) -> jax.Array:
   """PyTorch `nn.GELU()` (exact erf form)."""
   return jax.nn.gelu(x, approximate=False)
+
+
+def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
+  """PyTorch `nn.BatchNorm2d` on the last axis: params scale/bias, 'batch_stats' mean/var.
+
+  `train=True` normalises with the batch statistics and updates the running ones (apply with
+  `mutable=['batch_stats']`); `train=False` uses the running statistics (PyTorch eval mode).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      use_fast_variance=False, name=name)
+
+
+class PReLU(nn.Module):
+  """PyTorch `nn.PReLU(num_parameters)`: max(0, x) + alpha * min(0, x), alpha initialised 0.25."""
+  num_parameters: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    alpha = self.param('alpha', nn.initializers.constant(0.25), (self.num_parameters,))
+    return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  """`nn.LeakyReLU(0.2)`, the author's `paras.act` in both repos' ini files."""
+  return jax.nn.leaky_relu(x, 0.2)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': jax.nn.relu,
+    'leaky_relu': leaky_relu,
+    'gelu': gelu,
+    'sigmoid': jax.nn.sigmoid,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """A parameter-free activation by config name ('relu', 'leaky_relu' (0.2), 'gelu', 'sigmoid').
+
+  PReLU has a parameter and is a module (`PReLU`), not a name here.
+  """
+  if name not in ACTIVATIONS:
+    raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, got {name!r}')
+  return ACTIVATIONS[name]
 
 
 def _as_channel_vector(values: Optional[Sequence[float]], default: float, channels: int,

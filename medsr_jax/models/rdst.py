@@ -44,6 +44,7 @@ from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
 from medsr_jax.layers import upsample
+from medsr_jax.models import registry
 
 PAD_MODES = ('edge', 'reflect', 'constant', 'none')
 
@@ -137,3 +138,7 @@ class RDST(nn.Module):
                            name='upsample')(res)
     y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
     return shift.add(y / self.img_range)
+
+
+registry.register('rdst', registry.make_constructor(RDST, num_blocks=8))
+registry.register('rdst_e', registry.make_constructor(RDST, num_blocks=4))

@@ -1,21 +1,31 @@
-"""PyTorch state-dict layouts: key-by-key maps between the author's state dicts and Flax params.
+"""PyTorch state-dict layouts: key-by-key maps between the author's state dicts and Flax variables.
 
 A model's layout is a list of `Entry` rows, one per PyTorch state-dict key, in state-dict order:
-the key, its PyTorch shape, its kind ('param', 'frozen' = requires_grad False, 'buffer') and, for
-params, the Flax path inside the 'params' collection plus the tensor transform:
+the key, its PyTorch shape, its kind and, where the value is kept, the Flax path inside a
+collection plus the tensor transform:
 
   'conv'    PyTorch (out, in, kh, kw)  <->  Flax (kh, kw, in, out)
   'linear'  PyTorch (out, in)          <->  Flax (in, out)
-  'copy'    as is (biases, LayerNorm weight <-> scale, relative-position-bias tables)
+  'copy'    as is (biases, norm scales, relative-position-bias tables, running statistics)
+
+Kinds:
+  'param'   a trainable tensor, kept at `path` in `collection` ('params').
+  'buffer'  with a `path`: a kept buffer such as BatchNorm's running_mean / running_var
+            (`collection='batch_stats'`). Without a path: structural (relative-position index,
+            shifted-window mask, num_batches_tracked): never imported; when present it is checked
+            (`check`, or equality with `value()`), and `value()` regenerates it on export.
+  'frozen'  requires_grad=False parameters (the MeanShift 1x1 convs): converted by the layout
+            module (see `torch_layouts.blocks.mean_shift_*`), not by the engine.
+  'alias'   the same tensor as the earlier key `alias_of` (SRResNet's one shared PReLU): on
+            import it must equal that key's value; on export it is a copy.
 
 Params of blocks stacked by `nn.scan` carry `index`: entry i of the Flax array's leading axis.
-Buffers (relative-position index, shifted-window masks) are never imported: when present they
-are checked against the model's own computation; on export they are regenerated.
 
-The engine here (`check_state_dict`, `params_from_torch`, `params_to_torch`) is shared by every
-model; each model module (e.g. `torch_layouts.rdst`) builds its entries and exposes
-`from_torch(model, state_dict)` and `to_torch(model, variables)`. `get(name)` returns that module
-for a registered model name. Every error is an `InputError` (a ValueError) naming the key.
+The engine here (`check_state_dict`, `import_entries`, `export_entries`, `prefixed`) is shared
+by every model; each layout module (e.g. `torch_layouts.rdst`) builds its entries and exposes
+`from_torch(model, state_dict)` and `to_torch(model, variables)` (usually through
+`torch_layouts.blocks.converters`). `get(name)` returns that module for a model name. Every
+error is an `InputError` (a ValueError) naming the key.
 
 Public entry points for users: `medsr_jax.export_torch.variables_from_torch / variables_to_torch`.
 """
@@ -24,19 +34,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
 from medsr_jax.errors import InputError
 
 TRANSFORMS = ('conv', 'linear', 'copy')
+KINDS = ('param', 'buffer', 'frozen', 'alias')
 
-# model name -> module path of its layout (a module with from_torch / to_torch).
-_LAYOUTS: dict[str, str] = {
-    'rdst': 'medsr_jax.torch_layouts.rdst',
-    'rdst_e': 'medsr_jax.torch_layouts.rdst',
-}
+# model name -> module path of its layout (a module with from_torch / to_torch). Filled for every
+# model of the zoo; a model whose layout module is missing reports that when it is asked for.
+_LAYOUTS: dict[str, str] = {}
 
 
 def register(name: str, module_path: str) -> None:
@@ -44,10 +53,31 @@ def register(name: str, module_path: str) -> None:
   _LAYOUTS[name] = module_path
 
 
+def _register_many(module_path: str, names: Iterable[str]) -> None:
+  for name in names:
+    register(name, module_path)
+
+
+_register_many('medsr_jax.torch_layouts.rdst', ['rdst', 'rdst_e'])
+_register_many('medsr_jax.torch_layouts.resnets', ['srresnet', 'edsr_lite', 'edsr', 'mdsr'])
+_register_many('medsr_jax.torch_layouts.dense_nets', ['srdensenet', 'rdn', 'esrgan'])
+_register_many('medsr_jax.torch_layouts.attention_nets', ['rcan', 'han'])
+_register_many('medsr_jax.torch_layouts.convnet', ['convnet_lite', 'convnet_large'])
+_register_many('medsr_jax.torch_layouts.swinir', ['swinir_light', 'swinir', 'swinir_psd'])
+_register_many('medsr_jax.torch_layouts.meta_sr', ['miassr', 'meta_rdn'])
+_register_many('medsr_jax.torch_layouts.discriminators', ['srgan_d', 'wgan_gp_d'])
+_register_many('medsr_jax.torch_layouts.unet_seg', ['unet_seg'])
+
+
+def names() -> list[str]:
+  """Model names that have a PyTorch layout."""
+  return sorted(_LAYOUTS)
+
+
 def get(name: str) -> Any:
   """The layout module for model `name` (has `from_torch` and `to_torch`)."""
   if name not in _LAYOUTS:
-    raise InputError(f'no PyTorch layout for model {name!r}; have: {", ".join(sorted(_LAYOUTS))}')
+    raise InputError(f'no PyTorch layout for model {name!r}; have: {", ".join(names())}')
   return importlib.import_module(_LAYOUTS[name])
 
 
@@ -56,14 +86,34 @@ class Entry:
   """One PyTorch state-dict key and where it goes."""
   key: str
   shape: tuple[int, ...]
-  kind: str = 'param'  # 'param' | 'frozen' | 'buffer'
+  kind: str = 'param'  # one of KINDS
   path: tuple[str, ...] = ()
   transform: str = 'copy'
   index: Optional[int] = None
-  # Buffers: `value()` regenerates the buffer; `check(arr)` raises if a given one is wrong
-  # (default: exact equality with `value()`).
+  collection: str = 'params'
+  alias_of: Optional[str] = None
+  # Structural buffers: `value()` regenerates the buffer; `check(arr)` raises if a given one is
+  # wrong (default: exact equality with `value()`; neither: any array of the right shape).
   value: Optional[Callable[[], np.ndarray]] = None
   check: Optional[Callable[[np.ndarray], None]] = None
+
+  @property
+  def kept(self) -> bool:
+    """True when the value lives in a Flax collection (params and running statistics)."""
+    return self.kind == 'param' or (self.kind == 'buffer' and bool(self.path))
+
+
+def prefixed(entries: Iterable[Entry], key_prefix: str = '',
+             path_prefix: tuple[str, ...] = ()) -> list[Entry]:
+  """The same entries with `key_prefix` before every key (and alias) and `path_prefix` before
+  every kept path: how a composite model (e.g. Meta-SR around an EDSR) nests a sub-layout."""
+  out = []
+  for e in entries:
+    out.append(dataclasses.replace(
+        e, key=key_prefix + e.key,
+        path=(tuple(path_prefix) + e.path) if e.path else e.path,
+        alias_of=(key_prefix + e.alias_of) if e.alias_of else None))
+  return out
 
 
 def to_flax(arr: np.ndarray, transform: str) -> np.ndarray:
@@ -97,51 +147,66 @@ def as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def check_state_dict(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> None:
-  """Raises InputError on an extra key, a missing param, a shape or a buffer mismatch."""
+  """Raises InputError on an extra key, a missing one, a wrong shape, alias or buffer."""
   known = {e.key: e for e in entries}
+  if len(known) != len(entries):
+    raise InputError('layout bug: duplicate keys in the layout')
   extra = [k for k in sd if k not in known]
   if extra:
     more = f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''
     raise InputError(f'unexpected key in state dict: {extra[0]!r}{more}')
   for e in entries:
     if e.key not in sd:
-      if e.kind == 'buffer':
+      if e.kind == 'buffer' and not e.path:
         continue
+      if e.kind == 'alias' and e.alias_of in sd:
+        continue  # PyTorch lists shared tensors under every name; one is enough
       raise InputError(f'missing key in state dict: {e.key!r}')
     arr = sd[e.key]
-    if e.kind == 'buffer' and e.check is not None:
+    if e.kind == 'buffer' and not e.path and e.check is not None:
       e.check(arr)
       continue
     if tuple(arr.shape) != e.shape:
       raise InputError(f'state dict key {e.key!r} has shape {tuple(arr.shape)}, expected {e.shape}')
-    if e.kind == 'buffer' and e.value is not None:
+    if e.kind == 'buffer' and not e.path and e.value is not None:
       if not np.array_equal(arr, e.value()):
         raise InputError(f'buffer {e.key!r} differs from the value this model computes')
+    if e.kind == 'alias' and not np.array_equal(arr, sd[e.alias_of]):
+      raise InputError(f'{e.key!r} must be the same tensor as {e.alias_of!r} (shared module), '
+                       'but the values differ')
 
 
-def params_from_torch(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> dict:
-  """Nested Flax 'params' dict (float32 numpy) built from the 'param' entries of `sd`."""
-  flat: dict[tuple[str, ...], Any] = {}
-  for e in entries:
-    if e.kind != 'param':
-      continue
-    arr = to_flax(np.asarray(sd[e.key], np.float32), e.transform)
-    if e.index is None:
-      flat[e.path] = arr
-    else:
-      flat.setdefault(e.path, {})[e.index] = arr
+def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
   nested: dict = {}
   for path, value in flat.items():
-    if isinstance(value, dict):
-      n = max(value) + 1
-      if sorted(value) != list(range(n)):
-        raise InputError(f'stacked parameter {"/".join(path)} misses block indices')
-      value = np.stack([value[i] for i in range(n)])
     node = nested
     for p in path[:-1]:
       node = node.setdefault(p, {})
     node[path[-1]] = value
   return nested
+
+
+def import_entries(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> dict:
+  """Flax variables {collection: nested dict} (float32 numpy) from the kept entries of `sd`."""
+  flat: dict[tuple[str, ...], Any] = {}
+  for e in entries:
+    if not e.kept:
+      continue
+    arr = to_flax(np.asarray(sd[e.key], np.float32), e.transform)
+    where = (e.collection,) + e.path
+    if e.index is None:
+      if where in flat:
+        raise InputError(f'layout bug: two keys map to {"/".join(where)}')
+      flat[where] = arr
+    else:
+      flat.setdefault(where, {})[e.index] = arr
+  for where, value in list(flat.items()):
+    if isinstance(value, dict):
+      n = max(value) + 1
+      if sorted(value) != list(range(n)):
+        raise InputError(f'stacked variable {"/".join(where)} misses block indices')
+      flat[where] = np.stack([value[i] for i in range(n)])
+  return _nest(flat)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
@@ -154,31 +219,42 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
   return out
 
 
-def params_to_torch(entries: list[Entry], params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """State dict (numpy) for every 'param' and 'buffer' entry; every Flax param must be used."""
-  flat = {k: np.asarray(v) for k, v in _flatten(params).items()}
+def export_entries(entries: list[Entry], variables: Mapping[str, Any],
+                   collections: Iterable[str] = ('params', 'batch_stats')
+                   ) -> dict[str, np.ndarray]:
+  """State dict (numpy) for every kept, alias and structural entry ('frozen' ones are left to
+  the layout module). Every leaf of `collections` in `variables` must be used."""
+  flat = {}
+  for col in collections:
+    if col in variables:
+      flat.update({(col,) + k: np.asarray(v) for k, v in _flatten(variables[col]).items()})
   used = set()
   out: dict[str, np.ndarray] = {}
   for e in entries:
-    if e.kind == 'buffer':
+    if e.kind == 'alias':
+      out[e.key] = out[e.alias_of].copy()
+      continue
+    if e.kind == 'buffer' and not e.path:
       if e.value is not None:
         out[e.key] = e.value()
       continue
-    if e.kind != 'param':
+    if not e.kept:
       continue
-    if e.path not in flat:
-      raise InputError(f'Flax param {"/".join(e.path)} (for {e.key!r}) is missing')
-    arr = flat[e.path]
-    used.add(e.path)
+    where = (e.collection,) + e.path
+    name = '/'.join(where)
+    if where not in flat:
+      raise InputError(f'Flax variable {name} (for {e.key!r}) is missing')
+    arr = flat[where]
+    used.add(where)
     if e.index is not None:
       if arr.ndim == 0 or e.index >= arr.shape[0]:
-        raise InputError(f'Flax param {"/".join(e.path)} has no block {e.index} (for {e.key!r})')
+        raise InputError(f'Flax variable {name} has no block {e.index} (for {e.key!r})')
       arr = arr[e.index]
     if tuple(arr.shape) != _flax_shape(e):
-      raise InputError(f'Flax param {"/".join(e.path)} has shape {arr.shape}, expected '
+      raise InputError(f'Flax variable {name} has shape {arr.shape}, expected '
                        f'{_flax_shape(e)} for {e.key!r}')
     out[e.key] = to_torch(np.asarray(arr, np.float32), e.transform)
   unused = sorted('/'.join(p) for p in flat if p not in used)
   if unused:
-    raise InputError(f'Flax param {unused[0]} has no PyTorch key ({len(unused)} unused)')
+    raise InputError(f'Flax variable {unused[0]} has no PyTorch key ({len(unused)} unused)')
   return out
