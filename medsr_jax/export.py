@@ -341,3 +341,8 @@ def load_export(directory: str):
 
 # PyTorch state-dict import/export (the author's key layout) lives in its own module.
 from medsr_jax.export_torch import variables_from_torch, variables_to_torch  # noqa: E402,F401
+
+if __name__ == '__main__':
+  # `python -m medsr_jax.export ...`: the converter command line (see medsr_jax/export_cli.py).
+  from medsr_jax import export_cli  # pylint: disable=g-import-not-at-top
+  export_cli.run_main()

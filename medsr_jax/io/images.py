@@ -289,7 +289,7 @@ def temp_name(path: str, suffix: str = '') -> str:
 
 
 @contextlib.contextmanager
-def _temp_path(path: str, suffix: str) -> Iterator[str]:
+def temp_path(path: str, suffix: str) -> Iterator[str]:
   """A temporary file name next to `path`, removed again if it still exists at exit."""
   tmp = temp_name(path, suffix)
   try:
@@ -308,13 +308,13 @@ def _restore_disk_shape(data: np.ndarray, like: Image) -> np.ndarray:
 def _write_png(path: str, data: np.ndarray, like: Image) -> None:
   from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
   arr = _to_dtype(data, np.uint16 if like.bit_depth == 16 else np.uint8)
-  with _temp_path(path, '.png') as tmp:
+  with temp_path(path, '.png') as tmp:
     PILImage.fromarray(arr).save(tmp, format='PNG')
     os.replace(tmp, path)
 
 
 def _write_npy(path: str, data: np.ndarray) -> None:
-  with _temp_path(path, '.npy') as tmp:
+  with temp_path(path, '.npy') as tmp:
     with open(tmp, 'wb') as f:
       np.save(f, data.astype(np.float32), allow_pickle=False)
     os.replace(tmp, path)
@@ -353,7 +353,7 @@ def _new_volume(data: np.ndarray, like: Image, zoom_factors: Sequence[float]):
 def _write_nifti(path: str, data: np.ndarray, like: Image, zoom_factors) -> None:
   out = _new_volume(data, like, zoom_factors)
   suffix = '.nii.gz' if path.lower().endswith('.gz') else '.nii'
-  with _temp_path(path, suffix) as tmp:
+  with temp_path(path, suffix) as tmp:
     out.to_filename(tmp)
     os.replace(tmp, path)
 
@@ -364,7 +364,7 @@ def _write_analyze(path: str, data: np.ndarray, like: Image, zoom_factors) -> No
   hdr_path, img_path = analyze_pair(path)
   mat_path = os.path.splitext(hdr_path)[0] + '.mat'
   keep_mat = os.path.isfile(os.path.splitext(analyze_pair(like.path)[0])[0] + '.mat')
-  with _temp_path(hdr_path, '.hdr') as tmp_hdr:
+  with temp_path(hdr_path, '.hdr') as tmp_hdr:
     stem = tmp_hdr[:-len('.hdr')]
     tmp_img, tmp_mat = stem + '.img', stem + '.mat'
     placed = []
