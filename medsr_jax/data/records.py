@@ -1,0 +1,325 @@
+"""Slice records: `tf.train.Example` messages encoded and decoded without TensorFlow.
+
+Shards written by `data_prep` hold one serialized `tf.train.Example` per 2-D slice, framed as
+TFRecords (`medsr_jax.io.tfrecord`). TensorFlow is not a dependency, so the few protobuf messages
+involved are encoded here by hand, following the protobuf wire format of `example.proto` /
+`feature.proto`:
+
+  Example   { Features features = 1; }
+  Features  { map<string, Feature> feature = 1; }   (map entry: string key = 1, Feature value = 2)
+  Feature   { oneof kind { BytesList bytes_list = 1; FloatList float_list = 2;
+                           Int64List int64_list = 3; } }
+  BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
+  Int64List { repeated int64 value = 1 [packed]; }
+
+Map entries are written in sorted key order, so equal records encode to equal bytes (shards are
+byte-identical across builds). The decoder accepts what TensorFlow writes (packed or unpacked
+repeated scalars, any entry order) and rejects anything else with `RecordFormatError`.
+
+The slice schema (`encode_slice` / `decode_slice`), one record per slice:
+
+  image         bytes   the preprocessed slice, (H, W, C) little-endian, C order
+  image/shape   int64   [H, W, C]
+  image/dtype   bytes   'float32' (min-max normalised to [0, 1] per volume, cropped)
+  label         bytes   optional (H, W) uint8 label map on the same grid (tumour / tissue / ...)
+  label/shape   int64   [H, W] (present iff label is)
+  subject       bytes   subject id (e.g. 'OAS1_0001_MR1')
+  slice_index   int64   index of the slice along the slicing axis of the source volume
+  spacing       float   in-plane (row, column) voxel size in mm, then the slice thickness
+  affine        float   the source volume's 4x4 voxel-to-world affine, row-major (16 values)
+  orientation   bytes   axis codes of the source volume (nibabel aff2axcodes, e.g. 'RAS')
+  modalities    bytes   one name per channel (e.g. 't1ce', 't1', 't2', 'flair')
+  intensity     float   [min, max] of the source volume before min-max normalisation
+  dataset       bytes   'oasis' | 'brats' | 'acdc' | 'covid_ct' | 'folder'
+
+Readable by TensorFlow with `tf.io.parse_single_example` and the feature spec in
+`TF_FEATURE_SPEC_DOC`. Run `python -m pytest tests/test_records.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from medsr_jax.errors import InputError
+
+Feature = Union[list[bytes], np.ndarray]  # bytes list, float32 array or int64 array
+
+TF_FEATURE_SPEC_DOC = """
+  {'image': tf.io.FixedLenFeature([], tf.string),
+   'image/shape': tf.io.FixedLenFeature([3], tf.int64),
+   'image/dtype': tf.io.FixedLenFeature([], tf.string),
+   'label': tf.io.VarLenFeature(tf.string), 'label/shape': tf.io.VarLenFeature(tf.int64),
+   'subject': tf.io.FixedLenFeature([], tf.string),
+   'slice_index': tf.io.FixedLenFeature([], tf.int64),
+   'spacing': tf.io.FixedLenFeature([3], tf.float32),
+   'affine': tf.io.FixedLenFeature([16], tf.float32),
+   'orientation': tf.io.FixedLenFeature([], tf.string),
+   'modalities': tf.io.VarLenFeature(tf.string),
+   'intensity': tf.io.FixedLenFeature([2], tf.float32),
+   'dataset': tf.io.FixedLenFeature([], tf.string)}
+"""
+
+
+class RecordFormatError(InputError):
+  """Bytes that are not a well-formed tf.train.Example (or not a slice record)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Protobuf wire format (varints, length-delimited fields).
+
+_WIRE_VARINT, _WIRE_64, _WIRE_LEN, _WIRE_32 = 0, 1, 2, 5
+
+
+def _varint(value: int) -> bytes:
+  if value < 0:
+    value += 1 << 64  # int64 negatives are 10-byte two's-complement varints
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+  result, shift = 0, 0
+  while True:
+    if pos >= len(buf) or shift > 63:
+      raise RecordFormatError('truncated or overlong varint in record')
+    byte = buf[pos]
+    pos += 1
+    result |= (byte & 0x7F) << shift
+    if not byte & 0x80:
+      return result, pos
+    shift += 7
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+  tag = _varint((number << 3) | wire)
+  if wire == _WIRE_LEN:
+    return tag + _varint(len(payload)) + payload
+  return tag + payload
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
+  """(field number, wire type, value) for every field of one message."""
+  out, pos = [], 0
+  while pos < len(buf):
+    key, pos = _read_varint(buf, pos)
+    number, wire = key >> 3, key & 7
+    if wire == _WIRE_VARINT:
+      value, pos = _read_varint(buf, pos)
+    elif wire == _WIRE_LEN:
+      n, pos = _read_varint(buf, pos)
+      if pos + n > len(buf):
+        raise RecordFormatError('length-delimited field runs past the end of the record')
+      value, pos = buf[pos:pos + n], pos + n
+    elif wire == _WIRE_32:
+      value, pos = buf[pos:pos + 4], pos + 4
+    elif wire == _WIRE_64:
+      value, pos = buf[pos:pos + 8], pos + 8
+    else:
+      raise RecordFormatError(f'unsupported protobuf wire type {wire}')
+    if pos > len(buf):
+      raise RecordFormatError('record ends inside a field')
+    out.append((number, wire, value))
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# tf.train.Example.
+
+
+def _encode_feature(value: Feature) -> bytes:
+  if isinstance(value, (list, tuple)):
+    items = [bytes(v) for v in value]
+    body = b''.join(_field(1, _WIRE_LEN, v) for v in items)
+    return _field(1, _WIRE_LEN, body)
+  arr = np.asarray(value)
+  if arr.dtype.kind == 'f':
+    packed = np.ascontiguousarray(arr.reshape(-1), dtype='<f4').tobytes()
+    body = _field(1, _WIRE_LEN, packed) if packed else b''
+    return _field(2, _WIRE_LEN, body)
+  if arr.dtype.kind in 'iub':
+    packed = b''.join(_varint(int(v)) for v in arr.reshape(-1))
+    body = _field(1, _WIRE_LEN, packed) if packed else b''
+    return _field(3, _WIRE_LEN, body)
+  raise TypeError(f'cannot encode a feature of dtype {arr.dtype}')
+
+
+def encode_example(features: Mapping[str, Feature]) -> bytes:
+  """Serialized tf.train.Example. Values: list of bytes, or float / integer numpy arrays."""
+  entries = b''
+  for key in sorted(features):
+    entry = _field(1, _WIRE_LEN, key.encode('utf-8')) + _field(2, _WIRE_LEN,
+                                                               _encode_feature(features[key]))
+    entries += _field(1, _WIRE_LEN, entry)
+  return _field(1, _WIRE_LEN, entries)
+
+
+def _decode_scalars(payloads: list[tuple[int, Any]], kind: str) -> np.ndarray:
+  values: list = []
+  for wire, v in payloads:
+    if kind == 'float':
+      if wire == _WIRE_LEN:
+        if len(v) % 4:
+          raise RecordFormatError('packed float list has a partial value')
+        values.extend(np.frombuffer(v, '<f4').tolist())
+      elif wire == _WIRE_32:
+        values.append(struct.unpack('<f', v)[0])
+      else:
+        raise RecordFormatError('bad wire type in a float list')
+    else:
+      if wire == _WIRE_LEN:
+        pos = 0
+        while pos < len(v):
+          x, pos = _read_varint(v, pos)
+          values.append(x)
+      elif wire == _WIRE_VARINT:
+        values.append(v)
+      else:
+        raise RecordFormatError('bad wire type in an int64 list')
+  if kind == 'float':
+    return np.asarray(values, np.float32)
+  return np.asarray([x - (1 << 64) if x >= 1 << 63 else x for x in values], np.int64)
+
+
+def _decode_feature(buf: bytes) -> Feature:
+  kinds = _fields(buf)
+  if len(kinds) != 1 or kinds[0][1] != _WIRE_LEN or kinds[0][0] not in (1, 2, 3):
+    raise RecordFormatError('a Feature must hold exactly one bytes, float or int64 list')
+  number, _, body = kinds[0]
+  inner = [(f, w, v) for f, w, v in _fields(body)]
+  if any(f != 1 for f, _, _ in inner):
+    raise RecordFormatError('unexpected field inside a feature list')
+  if number == 1:
+    if any(w != _WIRE_LEN for _, w, _ in inner):
+      raise RecordFormatError('bad wire type in a bytes list')
+    return [bytes(v) for _, _, v in inner]
+  return _decode_scalars([(w, v) for _, w, v in inner], 'float' if number == 2 else 'int')
+
+
+def decode_example(data: bytes) -> dict[str, Feature]:
+  """{key: list of bytes | float32 array | int64 array} from a serialized tf.train.Example."""
+  out: dict[str, Feature] = {}
+  for number, wire, features in _fields(bytes(data)):
+    if number != 1 or wire != _WIRE_LEN:
+      raise RecordFormatError('not a tf.train.Example (unexpected top-level field)')
+    for n2, w2, entry in _fields(features):
+      if n2 != 1 or w2 != _WIRE_LEN:
+        raise RecordFormatError('not a tf.train.Example (unexpected field in Features)')
+      key, value = None, b''
+      for n3, w3, v in _fields(entry):
+        if w3 != _WIRE_LEN or n3 not in (1, 2):
+          raise RecordFormatError('malformed feature map entry')
+        if n3 == 1:
+          key = bytes(v).decode('utf-8')
+        else:
+          value = v
+      if key is None:
+        raise RecordFormatError('feature map entry without a key')
+      out[key] = _decode_feature(value) if value else []
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The slice schema.
+
+DATASETS = ('oasis', 'brats', 'acdc', 'covid_ct', 'folder')
+
+
+@dataclasses.dataclass
+class SliceRecord:
+  """One preprocessed 2-D slice and everything needed to place it back in its volume."""
+  image: np.ndarray                      # (H, W, C) float32 in [0, 1]
+  subject: str
+  slice_index: int
+  spacing: Sequence[float]               # (row mm, column mm, slice thickness mm)
+  affine: np.ndarray                     # (4, 4) voxel-to-world of the source volume
+  orientation: str                       # e.g. 'RAS'
+  modalities: Sequence[str]              # one per channel
+  intensity: Sequence[float]             # (min, max) of the source volume
+  dataset: str
+  label: Optional[np.ndarray] = None     # (H, W) uint8
+
+
+def encode_slice(rec: SliceRecord) -> bytes:
+  """Serialized tf.train.Example for one slice (schema in the module docstring)."""
+  image = np.asarray(rec.image)
+  if image.ndim != 3 or image.dtype != np.float32:
+    raise ValueError(f'image must be (H, W, C) float32, got {image.dtype} {image.shape}')
+  if len(rec.modalities) != image.shape[2]:
+    raise ValueError(f'{len(rec.modalities)} modality names for {image.shape[2]} channels')
+  if rec.dataset not in DATASETS:
+    raise ValueError(f'dataset must be one of {DATASETS}, got {rec.dataset!r}')
+  features: dict[str, Feature] = {
+      'image': [np.ascontiguousarray(image, '<f4').tobytes()],
+      'image/shape': np.asarray(image.shape, np.int64),
+      'image/dtype': [b'float32'],
+      'subject': [rec.subject.encode('utf-8')],
+      'slice_index': np.asarray([rec.slice_index], np.int64),
+      'spacing': np.asarray(rec.spacing, np.float32).reshape(3),
+      'affine': np.asarray(rec.affine, np.float32).reshape(16),
+      'orientation': [rec.orientation.encode('utf-8')],
+      'modalities': [m.encode('utf-8') for m in rec.modalities],
+      'intensity': np.asarray(rec.intensity, np.float32).reshape(2),
+      'dataset': [rec.dataset.encode('utf-8')],
+  }
+  if rec.label is not None:
+    label = np.asarray(rec.label)
+    if label.shape != image.shape[:2] or label.dtype != np.uint8:
+      raise ValueError(f'label must be uint8 {image.shape[:2]}, got {label.dtype} {label.shape}')
+    features['label'] = [np.ascontiguousarray(label).tobytes()]
+    features['label/shape'] = np.asarray(label.shape, np.int64)
+  return encode_example(features)
+
+
+def _one_bytes(f: Mapping[str, Feature], key: str) -> bytes:
+  v = f.get(key)
+  if not isinstance(v, list) or len(v) != 1:
+    raise RecordFormatError(f'slice record: {key!r} missing or not a single bytes value')
+  return v[0]
+
+
+def _numbers(f: Mapping[str, Feature], key: str, n: Optional[int]) -> np.ndarray:
+  v = f.get(key)
+  if not isinstance(v, np.ndarray) or (n is not None and v.size != n):
+    raise RecordFormatError(f'slice record: {key!r} missing or has the wrong length')
+  return v
+
+
+def decode_slice(data: bytes) -> SliceRecord:
+  """The `SliceRecord` of a serialized slice record (RecordFormatError if malformed)."""
+  f = decode_example(data)
+  if _one_bytes(f, 'image/dtype') != b'float32':
+    raise RecordFormatError('slice record: image/dtype must be float32')
+  shape = tuple(int(s) for s in _numbers(f, 'image/shape', 3))
+  raw = _one_bytes(f, 'image')
+  if len(raw) != 4 * int(np.prod(shape)):
+    raise RecordFormatError(f'slice record: image has {len(raw)} bytes for shape {shape}')
+  image = np.frombuffer(raw, '<f4').reshape(shape).astype(np.float32)
+  label = None
+  if 'label' in f:
+    lshape = tuple(int(s) for s in _numbers(f, 'label/shape', 2))
+    lraw = _one_bytes(f, 'label')
+    if lshape != shape[:2] or len(lraw) != lshape[0] * lshape[1]:
+      raise RecordFormatError('slice record: label does not match the image grid')
+    label = np.frombuffer(lraw, np.uint8).reshape(lshape).copy()
+  modalities = f.get('modalities', [])
+  return SliceRecord(
+      image=image, label=label,
+      subject=_one_bytes(f, 'subject').decode('utf-8'),
+      slice_index=int(_numbers(f, 'slice_index', 1)[0]),
+      spacing=tuple(float(x) for x in _numbers(f, 'spacing', 3)),
+      affine=_numbers(f, 'affine', 16).reshape(4, 4).astype(np.float64),
+      orientation=_one_bytes(f, 'orientation').decode('utf-8'),
+      modalities=[m.decode('utf-8') for m in modalities] if isinstance(modalities, list) else [],
+      intensity=tuple(float(x) for x in _numbers(f, 'intensity', 2)),
+      dataset=_one_bytes(f, 'dataset').decode('utf-8'))
