@@ -100,7 +100,7 @@ def test_protobuf_parses_our_bytes_and_we_parse_protobufs():
   other.features.feature['b'].bytes_list.value.extend([b'', b'x'])
   got = records.decode_example(other.SerializeToString())
   np.testing.assert_array_equal(got['n'], [-5, 0, 2**40])
-  assert got['b'] == [b'', b'x'] and got['e'] == []
+  assert got['b'] == [b'', b'x'] and got['e'].size == 0 and got['e'].dtype == np.float32
 
 
 def test_encoding_is_deterministic():
