@@ -126,3 +126,30 @@ def test_bad_slices_are_refused():
                                  'image/dtype': [b'float32']})
   with pytest.raises(records.RecordFormatError, match='bytes for shape'):
     records.decode_slice(data)
+
+
+def test_manifest_round_trip_and_errors(tmp_path):
+  from medsr_jax.data import manifest as mf
+  from medsr_jax.errors import InputError
+  m = mf.Manifest(dataset='oasis', protocol='rdst', settings={'crop': [24, 24]}, channels=1,
+                  modalities=['t1'], has_labels=True, slice_shape=[160, 128, 1],
+                  splits={'train': mf.Split(['OAS1_0001_MR1'], 3, [mf.Shard(
+                      mf.shard_name('train', 0, 1), mf.shard_name('train', 0, 1) + mf.INDEX_SUFFIX,
+                      3, 'ab' * 32)])}, complete=True)
+  mf.write_manifest(tmp_path, m)
+  assert mf.read_manifest(tmp_path) == m
+  assert mf.shard_name('val', 2, 8) == 'val-00002-of-00008.tfrecord'
+  with pytest.raises(InputError, match='no manifest.json'):
+    mf.read_manifest(tmp_path / 'sub' if (tmp_path / 'sub').mkdir() is None else tmp_path)
+  text = (tmp_path / 'manifest.json').read_text()
+  (tmp_path / 'manifest.json').write_text(text.replace('"num_records": 3,\n  "shards"',
+                                                       '"num_records": 4,\n  "shards"'))
+  raw = (tmp_path / 'manifest.json').read_text()
+  (tmp_path / 'manifest.json').write_text(raw.replace('train-00000-of-00001.tfrecord"',
+                                                      '../x.tfrecord"', 1))
+  with pytest.raises(InputError, match='invalid shard manifest'):
+    mf.read_manifest(tmp_path)
+  (tmp_path / 'manifest.json').write_text('{"format": "other"}')
+  with pytest.raises(InputError, match='wrong format'):
+    mf.read_manifest(tmp_path)
+  assert not list(tmp_path.glob('.*tmp*'))
