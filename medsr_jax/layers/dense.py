@@ -9,11 +9,23 @@
   * `RDSTB` (thesis Eq. 5.7): 3 DSTLs (60 -> 90 -> 120 -> 150 channels at the defaults), a 3x3
     conv local feature fusion 150 -> 60, times `residual_scale`, plus the block input.
 
-Parameter names follow the PyTorch modules (`body_{i}` = body.{i}, `blocks_{j}` = body.blocks.{j},
-`tail_norm` / `tail_linear` = tail.0 / tail.1, `conv` = conv) so the state-dict mapping in
-`medsr_jax.torch_layouts.rdst` stays a rename plus transposes.
+Conv dense blocks of the CNN baselines (reference `networks/common.py`, spec §5.1; thesis §2,
+Fig. 2.17 and Fig. 4.2), used by `medsr_jax.models.dense_nets` (SRDenseNet, RDN, ESRGAN):
+  * `ConvDenseLayer`: the new features of one reference `DenseLayer`, act(conv3x3(x -> growth));
+    `DenseStack` does the concatenation and the `dense_scale`. The reference's optional BN inside
+    the layer is used by none of its models and is not offered.
+  * `ResidualDenseBlock` (RDB): DenseStack of conv layers -> 1x1 conv LFF back to the input width
+    (`bottle_neck`) -> * residual_scale + x.
+  * `RRDB`: `num_rdb` RDBs (each with its own residual scale) -> * residual_scale + x.
+  * `ScannedRDB` / `ScannedRRDB`: the (carry, x) signatures for `nn.scan`; `ScannedRDB` also
+    emits its output so RDN can concatenate all block outputs (global feature fusion).
 
-Run `python -m pytest tests/test_rdst.py`.
+Parameter names follow the PyTorch modules (`body_{i}` = body.{i}, `blocks_{j}` = body.blocks.{j},
+`tail_norm` / `tail_linear` = tail.0 / tail.1, `conv` = conv; conv dense layers: `body_{j}/conv` =
+body.{j}.body.0, `bottle_neck` = bottle_neck) so the state-dict mappings in
+`medsr_jax.torch_layouts.rdst` / `.dense_nets` stay renames plus transposes.
+
+Run `python -m pytest tests/test_rdst.py tests/test_dense_nets.py`.
 """
 
 from __future__ import annotations
@@ -116,4 +128,87 @@ class ScannedRDSTB(RDSTB):
   """`RDSTB` with the (carry, x) -> (carry, None) signature that `nn.scan` needs."""
 
   def __call__(self, x: jax.Array, _: Optional[jax.Array] = None):  # pytype: disable=signature-mismatch
+    return super().__call__(x), None
+
+
+class ConvDenseLayer(nn.Module):
+  """New features of one conv dense layer: act(conv k x k (x -> growth)), named 'conv'."""
+  growth: int
+  act: str = 'relu'
+  kernel_size: int = 3
+  init_scheme: str = 'thesis'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = common.Conv2d(self.growth, self.kernel_size, init_scheme=self.init_scheme, name='conv')(x)
+    return common.activation(self.act)(y)
+
+
+def _make_conv_layer(index: int, in_features: int, name: str, **kwargs) -> ConvDenseLayer:
+  """`LayerFactory` for conv dense blocks: every layer adds `growth` channels."""
+  del index, in_features
+  return ConvDenseLayer(name=name, **kwargs)
+
+
+def conv_dense_factory(growth: int, act: str = 'relu',
+                       init_scheme: str = 'thesis') -> LayerFactory:
+  """A `DenseStack` factory of `ConvDenseLayer`s (the reference `DenseBlock`)."""
+  return functools.partial(_make_conv_layer, growth=growth, act=act, init_scheme=init_scheme)
+
+
+class ResidualDenseBlock(nn.Module):
+  """RDB: `num_layers` conv dense layers -> 1x1 LFF (in + n * growth -> in) -> * s + x.
+
+  The output width equals the input width, which the LFF conv takes from `x`.
+  """
+  growth: int = 32
+  num_layers: int = 6
+  act: str = 'leaky_relu'
+  dense_scale: float = 1.0
+  residual_scale: float = 1.0
+  init_scheme: str = 'thesis'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    factory = conv_dense_factory(self.growth, self.act, self.init_scheme)
+    t = DenseStack(factory, self.num_layers, self.dense_scale, name='dense')(x)
+    y = common.Conv2d(x.shape[-1], 1, init_scheme=self.init_scheme, name='bottle_neck')(t)
+    return y * self.residual_scale + x
+
+
+class RRDB(nn.Module):
+  """Residual-in-residual dense block: `num_rdb` RDBs (`body_{k}`) -> * residual_scale + x."""
+  growth: int = 32
+  num_layers: int = 4
+  num_rdb: int = 3
+  act: str = 'leaky_relu'
+  dense_scale: float = 1.0
+  rdb_residual_scale: float = 0.2
+  residual_scale: float = 0.2
+  init_scheme: str = 'thesis'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    t = x
+    for k in range(self.num_rdb):
+      t = ResidualDenseBlock(self.growth, self.num_layers, self.act, self.dense_scale,
+                             self.rdb_residual_scale, self.init_scheme, name=f'body_{k}')(t)
+    return t * self.residual_scale + x
+
+
+class ScannedRDB(ResidualDenseBlock):
+  """`ResidualDenseBlock` as an `nn.scan` body: (x, _) -> (y, y), so the scan stacks every
+  block's output (RDN's global feature fusion concatenates them)."""
+
+  def __call__(self, x: jax.Array,  # pytype: disable=signature-mismatch
+               _: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+    y = super().__call__(x)
+    return y, y
+
+
+class ScannedRRDB(RRDB):
+  """`RRDB` as an `nn.scan` body: (x, _) -> (y, None)."""
+
+  def __call__(self, x: jax.Array,  # pytype: disable=signature-mismatch
+               _: Optional[jax.Array] = None) -> tuple[jax.Array, None]:
     return super().__call__(x), None
