@@ -11,8 +11,10 @@ so `build` imports only what it needs. A constructor takes `scale`, `in_channels
 overrides and returns an unbound `nn.Module`; `make_constructor` builds one from a module class.
 
 Calling conventions (issue 3): fixed-scale generators `apply(variables, x)`; arbitrary-scale
-(meta) models and MDSR `apply(variables, x, scale)`; discriminators return (N, 1) logits;
-modules with BatchNorm take `train=` and keep running statistics in 'batch_stats'. A module
+(meta) models and MDSR `apply(variables, x, scale)`; discriminators return (N, 1) logits
+(except the conditional 'patchgan': `apply(variables, img_a, img_b)` -> (N, h, w, 1) patch
+map); 'unet_seg' returns a dict (logits and tapped features); 'ms_gan' / 'ms_srresnet' return
+the (x2, x4) images; modules with BatchNorm take `train=` and keep running statistics in 'batch_stats'. A module
 whose init needs other inputs than one (1, 24, 24, C) image defines `example_inputs()` returning
 (args, static_kwargs); `example_inputs(model)` and `abstract_variables(model)` use it.
 
