@@ -5,13 +5,16 @@
 sub-pixel layer), so PyTorch conv weights feeding a shuffle port without re-ordering.
 
 `UpSampler(scale, features)` is the author's `networks/common.py` UpSampler (spec §5.1):
-  * scale 2^k: k x [conv3x3(n -> 4n), pixel_shuffle(2), (act)];
-  * scale 3: conv3x3(n -> 9n), pixel_shuffle(3), (act);
+  * scale 2^k: k x [conv3x3(n -> 4n), pixel_shuffle(2), (BN), (act)];
+  * scale 3: conv3x3(n -> 9n), pixel_shuffle(3), (BN), (act);
   * other scales: ValueError.
 Convs are named `conv_0`, `conv_1`, ...; in PyTorch they are Sequential entries 0, 2, ... (the
 shuffles take the odd slots; with BN or an activation the stride changes, see `torch_indices`).
+`bn=True` (SRResNet, spec §5.2) adds a BatchNorm after each shuffle, named `bn_0`, `bn_1`, ...
+(PyTorch entries 2, 5, ...: `torch_indices(scale, 3)` gives the convs, + 2 the norms); the
+module then takes `train` like every BN module of the zoo.
 
-Run `python -m pytest tests/test_rdst.py -k shuffle`.
+Run `python -m pytest tests/test_rdst.py -k shuffle` (and tests/test_resnets.py for the BN).
 """
 
 from __future__ import annotations
@@ -63,17 +66,24 @@ def torch_indices(scale: int, entries_per_step: int = 2) -> list[int]:
 
 
 class UpSampler(nn.Module):
-  """EDSR-style sub-pixel up-sampler without BN (the RDST / SwinIR-less configuration)."""
+  """EDSR-style sub-pixel up-sampler; without BN by default (the RDST / EDSR configuration).
+
+  `bn=True` puts a BatchNorm after every shuffle (SRResNet); `train` then selects batch
+  statistics (True) or the running ones (False). Without BN `train` is unused.
+  """
   scale: int
   features: int
   act: Optional[Callable[[jax.Array], jax.Array]] = None
   init_scheme: str = 'thesis'
+  bn: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for i, s in enumerate(upsample_steps(self.scale)):
       x = common.conv3x3(s * s * self.features, init_scheme=self.init_scheme, name=f'conv_{i}')(x)
       x = pixel_shuffle(x, s)
+      if self.bn:
+        x = common.batch_norm(train, name=f'bn_{i}')(x)
       if self.act is not None:
         x = self.act(x)
     return x
