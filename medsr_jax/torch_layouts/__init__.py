@@ -64,7 +64,9 @@ _register_many('medsr_jax.torch_layouts.dense_nets', ['srdensenet', 'rdn', 'esrg
 _register_many('medsr_jax.torch_layouts.attention_nets', ['rcan', 'han'])
 _register_many('medsr_jax.torch_layouts.convnet', ['convnet_lite', 'convnet_large'])
 _register_many('medsr_jax.torch_layouts.swinir', ['swinir_light', 'swinir', 'swinir_psd'])
-_register_many('medsr_jax.torch_layouts.meta_sr', ['miassr', 'meta_rdn'])
+_register_many('medsr_jax.torch_layouts.meta_sr', ['miassr', 'meta_rdn', 'meta_srresnet',
+                                                   'meta_edsr', 'meta_srdensenet',
+                                                   'meta_esrgan', 'meta_mdsr'])
 _register_many('medsr_jax.torch_layouts.discriminators', ['srgan_d', 'wgan_gp_d', 'miassr_d'])
 _register_many('medsr_jax.torch_layouts.unet_seg', ['unet_seg'])
 
