@@ -19,6 +19,7 @@ from medsr_jax import models
 from medsr_jax.errors import InputError
 from medsr_jax.export_torch import variables_from_torch
 from medsr_jax.export_torch import variables_to_torch
+from medsr_jax.layers import common
 from medsr_jax.models import convnet
 
 LAYOUTS = [('convnet_lite', 'convnet_lite', 4), ('convnet_lite_x2', 'convnet_lite', 2),
@@ -98,7 +99,7 @@ def test_output_shapes(name, scale):
 def test_depthwise_conv_init_and_numpy_model():
   """PyTorch init bound 1/sqrt(49) for kernel and bias; (7, 7, 1, C) grouped conv semantics."""
   c = 5
-  mod = convnet.DepthwiseConv2d()
+  mod = common.Conv2d(c, 7, groups=c)
   x = np.random.default_rng(0).standard_normal((2, 9, 8, c)).astype(np.float32)
   v = mod.init(jax.random.key(0), x)  # tiny: run eagerly
   k, b = np.asarray(v['params']['kernel']), np.asarray(v['params']['bias'])

@@ -18,6 +18,7 @@ import pytest
 from medsr_jax import models
 from medsr_jax.errors import InputError
 from medsr_jax.export_torch import variables_from_torch
+from medsr_jax.layers import common
 from medsr_jax.models import discriminators as D
 from medsr_jax.torch_layouts import discriminators as dl
 from tests import parity_weights
@@ -128,7 +129,7 @@ def test_instance_norm_and_strided_conv_match_numpy():
   # nn.Conv2d(3, 2, 4, stride=2, padding=1) written out as a loop over output pixels.
   k = rng.standard_normal((4, 4, 3, 2)).astype(np.float32)
   b = rng.standard_normal(2).astype(np.float32)
-  conv = D.StridedConv2d(2, 4, 2, 1)
+  conv = common.Conv2d(2, 4, stride=2, padding=1)
   y = np.asarray(conv.apply({'params': {'kernel': k, 'bias': b}}, jnp.asarray(x)))
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   oh, ow = D.conv_output_size(7, 4, 2, 1), D.conv_output_size(9, 4, 2, 1)
@@ -190,7 +191,7 @@ def test_train_mode_batch_norm_updates_batch_stats():
   for i in range(len(model.widths)):
     assert not np.allclose(np.asarray(new['batch_stats'][f'bn_{i}']['mean']), 0.0), i
   # Running mean moves by momentum 0.1 toward the batch mean of conv_0's output.
-  h = D.StridedConv2d(64, 3, 1, 1, use_bias=False).apply(
+  h = common.Conv2d(64, 3, stride=1, padding=1, use_bias=False).apply(
       {'params': v['params']['conv_0']}, x)
   np.testing.assert_allclose(np.asarray(new['batch_stats']['bn_0']['mean']),
                              0.1 * np.asarray(h).mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)

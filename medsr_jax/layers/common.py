@@ -76,28 +76,37 @@ def torch_trunc_normal(std: float = 0.02, low: float = -2.0, high: float = 2.0) 
 
 
 class Conv2d(nn.Module):
-  """PyTorch-equivalent `nn.Conv2d(in, features, k, padding=k // 2, bias=use_bias)`, NHWC.
+  """PyTorch-equivalent `nn.Conv2d(in, features, k, stride, padding, groups=groups, bias=use_bias)`.
 
-  Params: 'kernel' (k, k, in, features) and 'bias' (features,). Convolutions use the PyTorch default
-  init in both schemes (the reference only re-initialises Linear and LayerNorm layers).
+  NHWC. Params: 'kernel' (k, k, in / groups, features) and 'bias' (features,). `padding=None`
+  means k // 2 (the author's `default_conv`). Convolutions use the PyTorch default init,
+  U(+-1/sqrt(fan_in)) with fan_in = in / groups * k * k, in both schemes (the reference only
+  re-initialises Linear and LayerNorm layers). `groups=in` is a depthwise convolution.
   """
   features: int
   kernel_size: int = 3
   use_bias: bool = True
   init_scheme: str = 'thesis'
   precision: Any = None
+  stride: int = 1
+  padding: Optional[int] = None
+  groups: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     check_init_scheme(self.init_scheme)
-    k = self.kernel_size
+    k, g = self.kernel_size, self.groups
     in_features = x.shape[-1]
-    fan_in = in_features * k * k
-    kernel = self.param('kernel', torch_uniform(fan_in), (k, k, in_features, self.features))
-    p = k // 2
+    if in_features % g or self.features % g:
+      raise ValueError(f'Conv2d: {in_features} -> {self.features} channels is not divisible '
+                       f'into {g} groups')
+    fan_in = in_features // g * k * k
+    kernel = self.param('kernel', torch_uniform(fan_in), (k, k, in_features // g, self.features))
+    p = k // 2 if self.padding is None else self.padding
     y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=((p, p), (p, p)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+        x, kernel.astype(x.dtype), window_strides=(self.stride, self.stride),
+        padding=((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=g, precision=self.precision)
     if self.use_bias:
       bias = self.param('bias', torch_uniform(fan_in), (self.features,))
       y = y + bias.astype(y.dtype)
@@ -111,7 +120,12 @@ def conv3x3(features: int, *, init_scheme: str = 'thesis', name: Optional[str] =
 
 
 class Linear(nn.Module):
-  """PyTorch `nn.Linear(in, features)` on the last axis. Params: 'kernel' (in, out), 'bias'."""
+  """PyTorch `nn.Linear(in, features)` on the last axis. Params: 'kernel' (in, out), 'bias'.
+
+  `init_scheme='reference'` is the trunc-normal(0.02) re-initialisation that the author's Swin
+  models (SwinIR, RDST) apply to their Linear layers; the CNN baselines keep PyTorch's default,
+  so their modules pass 'thesis' (the PyTorch default) for their Linear layers in both schemes.
+  """
   features: int
   use_bias: bool = True
   init_scheme: str = 'thesis'
@@ -132,9 +146,9 @@ class Linear(nn.Module):
     return y
 
 
-def layer_norm(name: Optional[str] = None) -> nn.LayerNorm:
-  """PyTorch `nn.LayerNorm(d)`: eps 1e-5, scale 1 / bias 0, exact two-pass variance."""
-  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+def layer_norm(name: Optional[str] = None, eps: float = 1e-5) -> nn.LayerNorm:
+  """PyTorch `nn.LayerNorm(d, eps=eps)`: scale 1 / bias 0, exact two-pass variance."""
+  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
 
 
 def gelu(x: jax.Array) -> jax.Array:

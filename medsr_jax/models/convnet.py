@@ -49,31 +49,6 @@ LN_EPS = 1e-6
 LAYER_SCALE_INIT = 1e-6
 
 
-class DepthwiseConv2d(nn.Module):
-  """PyTorch `nn.Conv2d(C, C, k, padding=k // 2, groups=C)`, NHWC.
-
-  Params: 'kernel' (k, k, 1, C) (PyTorch (C, 1, k, k), the layout engine's 'conv' transform) and
-  'bias' (C,), both U(-1/sqrt(k*k), 1/sqrt(k*k)) like PyTorch (fan_in = k * k per group).
-  """
-  kernel_size: int = 7
-  use_bias: bool = True
-  precision: Optional[jax.lax.Precision] = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, c = self.kernel_size, x.shape[-1]
-    init = common.torch_uniform(k * k)
-    kernel = self.param('kernel', init, (k, k, 1, c))
-    p = k // 2
-    y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=((p, p), (p, p)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c,
-        precision=self.precision)
-    if self.use_bias:
-      y = y + self.param('bias', init, (c,)).astype(y.dtype)
-    return y
-
-
 class ConvNeXtBlock(nn.Module):
   """dwconv 7x7 -> LayerNorm(eps 1e-6) -> Linear 4F -> GELU -> Linear F -> * gamma, + x."""
   features: int
@@ -84,8 +59,8 @@ class ConvNeXtBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     f = self.features
-    y = DepthwiseConv2d(self.kernel_size, name='dwconv')(x)
-    y = nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, name='norm')(y)
+    y = common.Conv2d(x.shape[-1], self.kernel_size, groups=x.shape[-1], name='dwconv')(x)
+    y = common.layer_norm('norm', eps=LN_EPS)(y)
     # The reference keeps PyTorch's default Linear init: the 'thesis' scheme of common.Linear.
     y = common.Linear(self.expansion * f, init_scheme='thesis', name='pwconv1')(y)
     y = common.Linear(f, init_scheme='thesis', name='pwconv2')(common.gelu(y))

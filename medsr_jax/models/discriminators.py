@@ -54,9 +54,6 @@ Initialisation: both `init_scheme`s give PyTorch's default U(+-1/sqrt(fan_in)) f
 Linear layers (Kaiming-uniform, thesis §4.3.3), because the author's code re-initialises Linear
 layers only inside SwinIR / RDST (spec §3.4); BN starts at scale 1, bias 0.
 
-`StridedConv2d` is PyTorch's `nn.Conv2d` with any stride / padding (`layers.common.Conv2d` only
-has stride 1, padding k // 2); `models.unet_seg` uses it too.
-
 Run `python -m pytest tests/test_discriminators.py`.
 """
 
@@ -82,36 +79,6 @@ LINEAR_INIT = 'thesis'
 def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
   """PyTorch's conv / pool output side: floor((size + 2 padding - kernel) / stride) + 1."""
   return (size + 2 * padding - kernel_size) // stride + 1
-
-
-class StridedConv2d(nn.Module):
-  """PyTorch `nn.Conv2d(in, features, k, stride, padding, bias=use_bias)`, NHWC.
-
-  Params 'kernel' (k, k, in, features) and 'bias' (features,), PyTorch default init
-  U(+-1/sqrt(fan_in)) as in `layers.common.Conv2d`. `padding=None` means k // 2.
-  """
-  features: int
-  kernel_size: int = 3
-  stride: int = 1
-  padding: Optional[int] = None
-  use_bias: bool = True
-  init_scheme: str = 'thesis'
-  precision: Any = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    common.check_init_scheme(self.init_scheme)
-    k = self.kernel_size
-    p = k // 2 if self.padding is None else self.padding
-    fan_in = x.shape[-1] * k * k
-    kernel = self.param('kernel', common.torch_uniform(fan_in), (k, k, x.shape[-1], self.features))
-    y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(self.stride, self.stride),
-        padding=((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        precision=self.precision)
-    if self.use_bias:
-      y = y + self.param('bias', common.torch_uniform(fan_in), (self.features,)).astype(y.dtype)
-    return y
 
 
 def flatten_nchw(x: jax.Array) -> jax.Array:
@@ -169,8 +136,8 @@ class SRGANDiscriminator(nn.Module):
                        f'(a {p}x{p} last feature map) got {x.shape[1]}x{x.shape[2]}, which gives '
                        f'{got[0]}x{got[1]}')
     for i, (w, s) in enumerate(zip(self.widths, self.strides)):
-      x = StridedConv2d(w, 3, s, 1, use_bias=self.conv_bias, init_scheme=self.init_scheme,
-                        name=f'conv_{i}')(x)
+      x = common.Conv2d(w, 3, stride=s, padding=1, use_bias=self.conv_bias,
+                        init_scheme=self.init_scheme, name=f'conv_{i}')(x)
       if self.batch_norm:
         x = common.batch_norm(train, f'bn_{i}')(x)
       x = jax.nn.leaky_relu(x, self.negative_slope)
@@ -232,7 +199,7 @@ class PatchGAN(nn.Module):
     x = jnp.concatenate([img_a, img_b], axis=-1)
     plan = self.plan()
     for i, (w, s) in enumerate(plan):
-      x = StridedConv2d(w, self.kernel_size, s, 1, init_scheme=self.init_scheme,
+      x = common.Conv2d(w, self.kernel_size, stride=s, padding=1, init_scheme=self.init_scheme,
                         name=f'conv_{i}')(x)
       if i == len(plan) - 1:
         break

@@ -57,7 +57,6 @@ import jax.numpy as jnp
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.models import registry
-from medsr_jax.models.discriminators import StridedConv2d
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
 RESNET_WIDTHS = (64, 128, 256, 512)
@@ -81,12 +80,12 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     kw = dict(use_bias=False, init_scheme=self.init_scheme)
-    y = StridedConv2d(self.features, 3, self.stride, 1, name='conv1', **kw)(x)
+    y = common.Conv2d(self.features, 3, stride=self.stride, padding=1, name='conv1', **kw)(x)
     y = nn.relu(common.batch_norm(train, 'bn1')(y))
-    y = StridedConv2d(self.features, 3, 1, 1, name='conv2', **kw)(y)
+    y = common.Conv2d(self.features, 3, stride=1, padding=1, name='conv2', **kw)(y)
     y = common.batch_norm(train, 'bn2')(y)
     if needs_downsample(x.shape[-1], self.features, self.stride):
-      x = StridedConv2d(self.features, 1, self.stride, 0, name='downsample_conv', **kw)(x)
+      x = common.Conv2d(self.features, 1, stride=self.stride, padding=0, name='downsample_conv', **kw)(x)
       x = common.batch_norm(train, 'downsample_bn')(x)
     return nn.relu(y + x)
 
@@ -100,7 +99,7 @@ class ResNetEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
-    x = StridedConv2d(self.stem_features, 7, 2, 3, use_bias=False, init_scheme=self.init_scheme,
+    x = common.Conv2d(self.stem_features, 7, stride=2, padding=3, use_bias=False, init_scheme=self.init_scheme,
                       name='conv1')(x)
     x = nn.relu(common.batch_norm(train, 'bn1')(x))
     feats = [x]
