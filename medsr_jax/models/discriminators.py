@@ -59,7 +59,7 @@ Run `python -m pytest tests/test_discriminators.py`.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
