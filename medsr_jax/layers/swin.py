@@ -11,6 +11,9 @@ Follows the SwinIR code the author used (reference spec §5.12; thesis §5.2.1, 
     bias, optional mask, softmax, proj Linear(d, d).
   * `SwinTransformerLayer` (STL): x + Attn(LN(x)); x + MLP(LN(x)), MLP = Linear(d, r d) -> GELU(erf)
     -> Linear(r d, d); cyclic shift by `shift_size` with `jnp.roll`.
+  * `drop_path`: stochastic depth (timm `DropPath`) on the two residual branches of the STL, used
+    by SwinIR in training (`SwinTransformerLayer(...)(x, drop_path_rate, train=True)` with an rng
+    stream named 'dropout'); identity in eval mode, so RDST (which has none) is unaffected.
 
 Indices and masks depend only on static shapes, so they are numpy constants, never params.
 Parameter names copy the PyTorch ones (norm1, attn/qkv, attn/proj, attn/relative_position_bias_table,
@@ -22,7 +25,7 @@ Run `python -m pytest tests/test_layers_swin.py`.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -32,6 +35,16 @@ import numpy as np
 from medsr_jax.layers import common
 
 MASK_VALUE = -100.0
+DROP_PATH_RNG = 'dropout'
+
+
+def drop_path(x: jax.Array, rate: Any, rng: jax.Array) -> jax.Array:
+  """Stochastic depth in training: per sample, drop the branch with probability `rate`, else
+  scale it by 1 / (1 - rate) (timm `DropPath`). `rate` may be a traced scalar."""
+  keep = 1.0 - jnp.asarray(rate, x.dtype)
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  kept = jax.random.uniform(rng, shape, x.dtype) < keep
+  return x * jnp.where(kept, 1.0 / jnp.maximum(keep, jnp.finfo(x.dtype).tiny), 0.0)
 
 
 def window_partition(x: jax.Array, window_size: int) -> jax.Array:
@@ -158,8 +171,14 @@ class SwinTransformerLayer(nn.Module):
   qk_scale: Optional[float] = None
   init_scheme: str = 'thesis'
 
+  def _drop_path(self, y: jax.Array, rate: Any, train: bool) -> jax.Array:
+    if not train or (isinstance(rate, (int, float)) and rate == 0):
+      return y
+    return drop_path(y, rate, self.make_rng(DROP_PATH_RNG))
+
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, drop_path_rate: Any = 0.0, train: bool = False) -> jax.Array:
+    """x: (B, H, W, C). `drop_path_rate` (float or traced scalar) acts only when `train`."""
     b, hh, ww, c = x.shape
     ws, s = self.window_size, self.shift_size
     shortcut = x
@@ -173,6 +192,7 @@ class SwinTransformerLayer(nn.Module):
     y = window_reverse(windows.reshape(-1, ws, ws, c), ws, hh, ww)
     if s:
       y = jnp.roll(y, shift=(s, s), axis=(1, 2))
-    x = shortcut + y
+    x = shortcut + self._drop_path(y, drop_path_rate, train)
     hidden = int(self.dim * self.mlp_ratio)
-    return x + Mlp(hidden, self.init_scheme, name='mlp')(common.layer_norm('norm2')(x))
+    y = Mlp(hidden, self.init_scheme, name='mlp')(common.layer_norm('norm2')(x))
+    return x + self._drop_path(y, drop_path_rate, train)

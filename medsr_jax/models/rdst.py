@@ -19,6 +19,31 @@ output is always scale*H x scale*W. The shifted-window mask is computed for the 
 its 4 frozen MeanShift numbers, which live in the 'constants' collection here). `rdst_e`: 4
 RDSTBs, 2,379,241. DropPath is absent: the reference builds its RDSTBs without it.
 
+Global feature fusion (`gff`, thesis §5.4.2, Table 5.5 "RDST+GFF" and Fig. 5.8; the reference's
+`RDSTSR_N`, spec §5.13, built when `rdst_global_bottleneck=True`, which no ini sets):
+
+  x0 -> LayerNorm -> num_blocks x RDSTB, keeping every block output F_1 .. F_n
+    -> GFF(concat[F_1, .., F_n]) (d * n channels, block-major) -> * global_res_scale -> + x0
+    -> crop -> UpSampler -> conv_last   (the final LayerNorm and conv_after_body are skipped)
+  'conv': conv1x1(n d -> f) -> conv3x3(f -> f);  'mlp': Linear(n d -> f) -> Linear(f -> f), no
+  activation in between; f = int(d * gff_ratio).
+
+  * `RDSTSR_N` still builds the final LayerNorm `norm` and `conv_after_body` but never applies
+    them; they are kept here as (gradient-free) params so the state dict and the parameter count
+    match the reference class (see below for MACs).
+  * The head features are added to the GFF output, so the reference only runs with f == d
+    (gff_ratio 1); other ratios are rejected by `check_config`.
+  * `rdst_gff` ('conv') has 4,526,281 trainable params at x4 (+61,320 = 28,860 + 32,460 over
+    rdst) and `rdst_mlp_gff` ('mlp') 4,497,481 (+32,520 = 28,860 + 3,660); x2: 4,396,441 /
+    4,367,641; x3: 4,558,741 / 4,529,941. Derived from the class, not from a reference file.
+  * Which one is Table 5.5's "RDST+GFF" (4.40M params, 6.17 GMACs, 2 layers deeper than RDST)?
+    Counting the modules its forward uses, without relative-position tables: 'mlp' = 4,400,105
+    (rdst: 4,400,165) with exactly RDST's multiply-adds (the two Linears cost what the skipped
+    conv_after_body did: 28,800 + 3,600 = 32,400 per pixel; 6,779,059,200 MACs for both on a
+    40x32 input); 'conv' = 4,428,905 and 36,864,000 more MACs. So the table's figures fit the
+    MLP GFF of Fig. 5.8. Under `apply` the unused modules are not computed (they are created
+    only while initialising).
+
 Stacking: with `scan_blocks=True` (default) the identical RDSTBs run under `nn.scan` and their
 params carry a leading axis of size `num_blocks` under `params['body']`; with False they
 are `params['body_{i}']`. Compile times measured for num_blocks=8 on a 40x32 input (scan / loop):
@@ -29,7 +54,7 @@ are `params['body_{i}']`. Compile times measured for num_blocks=8 on a 40x32 inp
 Precision: parity with the PyTorch reference is ~3e-7 in full float32; GPUs default to TF32
 matmuls (`jax.default_matmul_precision`), which moves the output by ~2e-4 (relative).
 
-Run `python -m pytest tests/test_rdst.py`.
+Run `python -m pytest tests/test_rdst.py tests/test_rdst_gff.py`.
 """
 
 from __future__ import annotations
@@ -47,6 +72,7 @@ from medsr_jax.layers import upsample
 from medsr_jax.models import registry
 
 PAD_MODES = ('edge', 'reflect', 'constant', 'none')
+GFF_MODES = ('none', 'conv', 'mlp')
 
 
 def pad_to_multiple(x: jax.Array, multiple: int, mode: str) -> jax.Array:
@@ -85,6 +111,8 @@ class RDST(nn.Module):
   global_res_scale: float = 1.0
   pre_norm: bool = True
   scan_blocks: bool = True
+  gff: str = 'none'
+  gff_ratio: float = 1.0
 
   def check_config(self) -> None:
     """Raises ValueError for a configuration the reference cannot build."""
@@ -99,6 +127,16 @@ class RDST(nn.Module):
                        f'multiples of num_heads {h}')
     if self.window_size < 2 or self.num_blocks < 1:
       raise ValueError('window_size must be >= 2 and num_blocks >= 1')
+    if self.gff not in GFF_MODES:
+      raise ValueError(f'gff must be one of {GFF_MODES}, got {self.gff!r}')
+    if self.gff != 'none' and self.gff_features() != self.embed_dim:
+      raise ValueError(f'gff_ratio {self.gff_ratio} gives {self.gff_features()} GFF channels; the '
+                       f'reference adds the {self.embed_dim} head channels to them, so it must '
+                       f'give embed_dim')
+
+  def gff_features(self) -> int:
+    """Output channels f of the global feature fusion (the reference's final_feature_channels)."""
+    return int(self.embed_dim * self.gff_ratio)
 
   def _block_kwargs(self) -> dict:
     return dict(dim=self.embed_dim, growth=self.growth_rate, num_dense=self.dense_layers,
@@ -122,6 +160,8 @@ class RDST(nn.Module):
     x0 = common.conv3x3(self.embed_dim, init_scheme=self.init_scheme, name='head')(x)
     t = common.layer_norm('patch_norm')(x0)
     kw = self._block_kwargs()
+    if self.gff != 'none':
+      return shift.add(self._gff_forward(t, x0, h, w, kw) / self.img_range)
     if self.scan_blocks:
       scanned = nn.scan(dense.ScannedRDSTB, variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks)
@@ -139,6 +179,44 @@ class RDST(nn.Module):
     y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
     return shift.add(y / self.img_range)
 
+  def _gff_forward(self, t: jax.Array, x0: jax.Array, h: int, w: int, kw: dict) -> jax.Array:
+    """RDSTSR_N body and tail: GFF of all RDSTB outputs + x0 -> up-sampler (before add_mean)."""
+    b, hp, wp, d = t.shape
+    if self.scan_blocks:
+      scanned = nn.scan(_ScannedRDSTBWithOutput, variable_axes={'params': 0},
+                        split_rngs={'params': True}, length=self.num_blocks)
+      t, outs = scanned(**kw, name='body')(t, None)  # outs: (n, B, H, W, d)
+      feats = jnp.moveaxis(outs, 0, 3).reshape(b, hp, wp, self.num_blocks * d)
+    else:
+      outs = []
+      for i in range(self.num_blocks):
+        t = dense.RDSTB(**kw, name=f'body_{i}')(t)
+        outs.append(t)
+      feats = jnp.concatenate(outs, axis=-1)
+    if self.is_initializing():  # built but not applied by the reference's RDSTSR_N: params only
+      common.conv3x3(d, init_scheme=self.init_scheme, name='conv_after_body')(
+          common.layer_norm('norm')(t))
+    f, ik = self.gff_features(), dict(init_scheme=self.init_scheme)
+    if self.gff == 'mlp':
+      g = common.Linear(f, name='bottleneck_0', **ik)(feats)
+      g = common.Linear(f, name='bottleneck_1', **ik)(g)
+    else:
+      g = common.Conv2d(f, 1, name='bottleneck_0', **ik)(feats)
+      g = common.conv3x3(f, name='bottleneck_1', **ik)(g)
+    res = (g * self.global_res_scale + x0)[:, :h, :w]
+    y = upsample.UpSampler(self.scale, f, init_scheme=self.init_scheme, name='upsample')(res)
+    return common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
+
+
+class _ScannedRDSTBWithOutput(dense.RDSTB):
+  """`RDSTB` for `nn.scan` that also emits its output, so the GFF sees every block's features."""
+
+  def __call__(self, x: jax.Array, _=None):  # pytype: disable=signature-mismatch
+    y = super().__call__(x)
+    return y, y
+
 
 registry.register('rdst', registry.make_constructor(RDST, num_blocks=8))
 registry.register('rdst_e', registry.make_constructor(RDST, num_blocks=4))
+registry.register('rdst_gff', registry.make_constructor(RDST, num_blocks=8, gff='conv'))
+registry.register('rdst_mlp_gff', registry.make_constructor(RDST, num_blocks=8, gff='mlp'))

@@ -58,7 +58,7 @@ def _register_many(module_path: str, names: Iterable[str]) -> None:
     register(name, module_path)
 
 
-_register_many('medsr_jax.torch_layouts.rdst', ['rdst', 'rdst_e'])
+_register_many('medsr_jax.torch_layouts.rdst', ['rdst', 'rdst_e', 'rdst_gff', 'rdst_mlp_gff'])
 _register_many('medsr_jax.torch_layouts.resnets', ['srresnet', 'edsr_lite', 'edsr', 'mdsr'])
 _register_many('medsr_jax.torch_layouts.dense_nets', ['srdensenet', 'rdn', 'esrgan'])
 _register_many('medsr_jax.torch_layouts.attention_nets', ['rcan', 'han'])

@@ -13,12 +13,23 @@ Key map (spec §5.13; `tests/data/state_dicts/rdst*.json` lists every key):
   tail.1                                     -> conv_last
   *.attn.relative_position_index, *.attn_mask buffers: checked if present, regenerated on export.
 
+GFF variants (`gff='conv'` / `'mlp'`: 'rdst_gff' / 'rdst_mlp_gff', the reference's `RDSTSR_N`):
+the same keys plus, between `norm` and `conv_after_body` (module registration order of
+`RDSTSR_N`, which still builds both although its forward skips them):
+
+  bottleneck.0 / bottleneck.1                -> bottleneck_0 / bottleneck_1
+      'conv': Conv2d(60 n -> f, 1x1) / Conv2d(f -> f, 3x3)
+      'mlp':  Linear(60 n -> f) / Linear(f -> f)
+
+These GFF keys are inferred from the `RDSTSR_N` source as described in spec §5.13; no reference
+state-dict file exists for them, so they are not checked against one.
+
 With `scan_blocks=True` the Flax path is body/... with block i on the leading axis.
 `attn_mask` buffers are the reference's precomputed masks for its construction size
 `torch_img_size` (24 = the RDST ini's patch size); a mask for any other square size is accepted
 if it equals ours for that size.
 
-Run `python -m pytest tests/test_torch_layout_rdst.py`.
+Run `python -m pytest tests/test_torch_layout_rdst.py tests/test_rdst_gff.py`.
 """
 
 from __future__ import annotations
@@ -99,6 +110,15 @@ def entries(model: Any, img_size: int = TORCH_IMG_SIZE) -> list[tl.Entry]:
       dim += g
     out += tb.conv(f'body.{i}.conv', base + ('conv',), dim, d, index=index)
   out += tb.layer_norm('norm', ('norm',), d, None)
+  gff = getattr(model, 'gff', 'none')
+  if gff == 'mlp':
+    f = model.gff_features()
+    out += tb.linear('bottleneck.0', ('bottleneck_0',), d * model.num_blocks, f)
+    out += tb.linear('bottleneck.1', ('bottleneck_1',), f, f)
+  elif gff == 'conv':
+    f = model.gff_features()
+    out += tb.conv('bottleneck.0', ('bottleneck_0',), d * model.num_blocks, f, k=1)
+    out += tb.conv('bottleneck.1', ('bottleneck_1',), f, f)
   out += tb.conv('conv_after_body', ('conv_after_body',), d, d)
   for n, (s, t) in enumerate(zip(upsample.upsample_steps(model.scale),
                                  upsample.torch_indices(model.scale))):
