@@ -151,7 +151,7 @@ class UNetSeg(nn.Module):
   stage_widths: Sequence[int] = RESNET_WIDTHS
   blocks_per_stage: Sequence[int] = RESNET34_BLOCKS
   decoder_channels: Sequence[int] = DECODER_CHANNELS
-  example_size: int = 96
+  example_hw: tuple[int, int] = (160, 128)  # an OASIS slice: traces init, sizes tables
   init_scheme: str = 'thesis'
 
   def check_config(self) -> None:
@@ -167,8 +167,8 @@ class UNetSeg(nn.Module):
       raise ValueError('blocks_per_stage entries and num_classes must be positive')
 
   def example_inputs(self):
-    size = self.example_size
-    return (jax.ShapeDtypeStruct((1, size, size, self.in_channels), jnp.float32),), {}
+    h, w = self.example_hw
+    return (jax.ShapeDtypeStruct((1, h, w, self.in_channels), jnp.float32),), {}
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
