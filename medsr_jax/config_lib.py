@@ -80,14 +80,18 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.model = model_config("rdst")   # name, scale, in_channels, kwargs (every architecture option)
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "sample"         # 'sample' (embedded Colin27 slices); TFRecord shards later
-  c.data.path = ""                 # shard directory when source != 'sample'
+  c.data.source = "sample"         # 'sample' (embedded Colin27 slices) while data.path is empty
+  c.data.path = ""                 # data_prep shard directory; non-empty: train/val/test from it
+  c.data.modalities = ()           # shard channels to use, by name (BraTS ('t1ce',)); (): all
   c.data.crop_hw = (160, 128)      # OASIS protocol: 208x176 slices, margin 24 -> 160x128 (ref §4.2)
   c.data.lr_patch = 24             # LR training patch; HR patch = lr_patch * scale = 96 at x4
   c.data.global_batch_size = 32    # thesis §5.3.3
   c.data.blur = False              # RDST: no blur (MIASSR blurs the LR with [.25 .5 .25])
   c.data.noise_sigma = 0.0         # additive Gaussian noise on the LR (thesis eq. 5.15); off
   c.data.eval_batch_size = 8       # whole slices per evaluation batch
+  c.data.scales = ()               # arbitrary-scale training (MIASSR): (1.1, ..., 4.0); (): fixed
+  c.data.scale_schedule = "permutation"  # one scale per batch: each run of len(scales) batches
+                                         # is a permutation of them; 'iid' as the reference
   c.data.num_threads = 2           # grain reader threads (batches are identical for any count)
   c.data.prefetch_buffer_size = 2  # batches prepared ahead of the train step
 

@@ -1,4 +1,11 @@
-"""grain input pipeline of fixed-scale SR training (RDST, thesis ch. 5) and its test pairs.
+"""grain input pipeline of fixed-scale SR training (RDST, thesis ch. 5) and the test protocols.
+
+The building blocks are shared by every training pipeline: `shuffled_stream` (slice order),
+`transformed_stream` (a seeded per-element transform, optionally told the global element index),
+`local_batches` (this process' share of each global batch). `make_train_dataset` assembles the
+fixed-scale pairs below; `arbitrary_scale` (MIASSR, one scale per batch) and
+`transforms.MsganTriple` (MS-GAN ROI triples) plug into the same blocks. Sources: in-memory
+(`sources.ArraySliceSource`) or TFRecord shards (`shards.ShardSource`), interchangeably.
 
 Training (reference spec §4.3, RDST part). Element i of the infinite stream is built from
   * a slice index: a shuffled order of the source, repeated, with a new permutation every epoch
@@ -8,8 +15,9 @@ Training (reference spec §4.3, RDST part). Element i of the infinite stream is 
     top-left corner is drawn uniformly with the last position included (`randint(0, H-P+1)`);
   * LR = `degradation.degrade(hr, scale, blur, noise_sigma, rng, lr_hw=(lr_patch, lr_patch))`:
     OpenCV-exact bicubic, no blur for RDST (MIASSR's [.25 .5 .25] blur when `blur`), Gaussian
-    noise when `noise_sigma` > 0 (thesis eq. 5.15). Nothing is clipped, so bicubic overshoot
-    and noise can leave [0, 1] slightly, as in the authors' code.
+    noise when `noise_sigma` > 0 (thesis eq. 5.15), then k-space noise when `kspace_sigma` > 0
+    (`transforms.add_kspace_noise`, MS-GAN's noisy experiments, thesis §3.4.2). Nothing is
+    clipped, so bicubic overshoot and noise can leave [0, 1] slightly, as in the authors' code.
 The per-element randomness (crop corner, then noise) comes from grain's `random_map` on a
 `MapDataset`: a Philox generator keyed by `map_seed` and the global element index i. The stream is
 therefore a pure function of (source, seed, settings, i): it does not depend on threads, worker
@@ -35,12 +43,21 @@ process writes `process_<i>-of-<n>.json` in that item's directory. The handler i
 the state is read inside `save()`, so advancing the iterator during an async save is safe.
 
 Speed (2-core CPU, batch 32, 24 -> 96 at x4, 160x128 slices): about 130 batches/s with no thread,
-165 with 2 prefetch threads on an idle machine. For sources of ~100 slices grain's index_shuffle is
-slow (~0.3 ms per index, more than the crop and the bicubic; ~8 us at 12k slices).
+165 with 2 prefetch threads on an idle machine from memory; about 100 from shards (record decoding
+is half the time; `python -m experiments.bench_data`). For sources of ~100 slices grain's
+index_shuffle is slow (~0.3 ms per index, more than the crop and the bicubic; ~8 us at 12k
+slices). Run data loading with OPENBLAS_NUM_THREADS=1: the per-element bicubic matrix products
+are just big enough for OpenBLAS to start its threads, which on a busy 2-core host once made the
+MIASSR pipeline 10x slower (11 instead of 114 batches/s; on a quieter host the two were equal).
 
-Test pairs (reference spec §4.4, RDST): whole slices; LR = bicubic to (int(H // s), int(W // s))
-(plus the 3x3 blur when `blur`, MIASSR); GT = HR bicubic-resized to (int(h * s), int(w * s)), the
-HR itself when that size is already (H, W) (160x128 at x4 -> LR 40x32, GT = HR).
+Test pairs (reference spec §4.4), whole slices:
+  `make_test_pairs(images, s, blur)`  LR = bicubic to (int(H // s), int(W // s)) (plus the 3x3
+      blur when `blur`, MIASSR); GT = HR bicubic-resized to (int(h * s), int(w * s)), the HR
+      itself when that size is already (H, W) (160x128 at x4 -> LR 40x32, GT = HR);
+  `rdst_test_pairs(images, scales)`   RDST: one LR from s_max = max(scales) (4) for every scale,
+      no blur; GT per scale = bicubic(HR, (int(h * s), int(w * s)));
+  `miassr_test_pairs(images, scales)` MIASSR: per scale its own blurred LR and GT;
+  `msgan_test_pairs(images, labels, roi_hw)` MS-GAN (thesis eq. 3.23): lesion ROI, LR = ROI x1/4.
 
 Run the checks with:
   .venv/bin/python -m pytest -q tests/test_pipeline.py
@@ -54,7 +71,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from medsr_jax.data import degradation
+from medsr_jax.data import degradation, transforms
 from medsr_jax.errors import InputError
 
 
@@ -75,39 +92,28 @@ def derive_seeds(seed: int) -> tuple[int, int]:
   return int(shuffle_seed), int(map_seed)
 
 
-def _pad_to_at_least(image: np.ndarray, size: int) -> np.ndarray:
-  """Edge-pads an (H, W, C) slice to at least size x size (extra row/column goes last)."""
-  h, w = image.shape[:2]
-  ph, pw = max(size - h, 0), max(size - w, 0)
-  if ph == 0 and pw == 0:
-    return image
-  pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
-  return np.pad(image, pads, mode="edge")
-
-
 @dataclasses.dataclass(frozen=True)
 class RandomPatchPair:
   """grain random map: (H, W, C) slice, rng -> {'lr': (l, l, C), 'hr': (P, P, C)} float32.
 
-  Draw order from `rng`: top, left (each `integers(0, n - P + 1)`), then the LR noise.
-  A frozen dataclass so that it pickles into grain worker processes.
+  Draw order from `rng`: top, left (each `integers(0, n - P + 1)`), then the LR noise, then the
+  k-space noise (`transforms.add_kspace_noise`, off by default). A frozen dataclass so that it
+  pickles into grain worker processes.
   """
 
   lr_patch: int
   scale: float
   blur: bool = False
   noise_sigma: float = 0.0
+  kspace_sigma: float = 0.0
+  kspace_output: str = "magnitude"
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     p = hr_patch_size(self.lr_patch, self.scale)
-    image = _pad_to_at_least(np.asarray(image, np.float32), p)
-    h, w = image.shape[:2]
-    top = int(rng.integers(0, h - p + 1))
-    left = int(rng.integers(0, w - p + 1))
-    hr = np.ascontiguousarray(image[top:top + p, left:left + p])
-    lr = degradation.degrade(hr, self.scale, blur=self.blur, noise_sigma=self.noise_sigma,
-                             rng=rng, lr_hw=(self.lr_patch, self.lr_patch))
-    return {"lr": lr.astype(np.float32), "hr": hr}
+    hr = transforms.random_patch(image, p, rng)
+    synth = transforms.LrSynthesis(self.blur, self.noise_sigma, self.kspace_sigma,
+                                   self.kspace_output)
+    return {"lr": synth(hr, (self.lr_patch, self.lr_patch), rng), "hr": hr}
 
 
 def _check_settings(source: Any, lr_patch: int, scale: float, noise_sigma: float) -> None:
@@ -123,19 +129,60 @@ def _check_settings(source: Any, lr_patch: int, scale: float, noise_sigma: float
     raise InputError(f"noise_sigma must be >= 0, got {noise_sigma!r}")
 
 
+def shuffled_stream(source: Any, seed: int) -> grain.MapDataset:
+  """The source's items in a new shuffled order every epoch, repeated forever (lazy).
+
+  Item i is source[order_e[i % N]], e = i // N, order_e a permutation seeded by the shuffle seed
+  of `derive_seeds(seed)` and e (grain `shuffle` then `repeat`).
+  """
+  if len(source) < 1:
+    raise InputError("the training source has no slices")
+  shuffle_seed, _ = derive_seeds(seed)
+  return grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
+
+
+def _attach_index(index: int, element: Any) -> tuple[int, Any]:
+  return index, element
+
+
+def transformed_stream(source: Any, transform: Any, seed: int, *,
+                       with_index: bool = False) -> grain.MapDataset:
+  """`shuffled_stream` mapped by `transform(element, rng)` (grain random map, map seed).
+
+  With `with_index` the transform receives `(i, element)`: the global element index, for
+  transforms whose output depends on the batch the element falls in (one scale per batch).
+  """
+  _, map_seed = derive_seeds(seed)
+  stream = shuffled_stream(source, seed)
+  if with_index:
+    stream = stream.map_with_index(_attach_index)
+  return stream.random_map(transform, seed=map_seed)
+
+
 def train_elements(source: Any, *, lr_patch: int, scale: float, seed: int,
-                   blur: bool = False, noise_sigma: float = 0.0) -> grain.MapDataset:
+                   blur: bool = False, noise_sigma: float = 0.0,
+                   kspace_sigma: float = 0.0) -> grain.MapDataset:
   """The infinite, index-addressed stream of single {'lr', 'hr'} training pairs (unbatched).
 
   `train_elements(...)[i]` is global element i (see the module docstring); any source with
   `__len__` / `__getitem__` returning (H, W, C) float32 slices works.
   """
   _check_settings(source, lr_patch, scale, noise_sigma)
-  shuffle_seed, map_seed = derive_seeds(seed)
-  ds = grain.MapDataset.source(source)
-  ds = ds.shuffle(seed=shuffle_seed).repeat()  # Shuffle before repeat: new order every epoch.
-  return ds.random_map(
-      RandomPatchPair(int(lr_patch), scale, bool(blur), float(noise_sigma)), seed=map_seed)
+  transform = RandomPatchPair(int(lr_patch), scale, bool(blur), float(noise_sigma),
+                              float(kspace_sigma))
+  return transformed_stream(source, transform, seed)
+
+
+def local_batches(elements: grain.MapDataset, *, global_batch_size: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+  """This process' share of the global batches of an element stream (module docstring).
+
+  Local batch k holds global elements [k*B + p*b, k*B + (p+1)*b); only those are read.
+  """
+  b = local_batch_size(global_batch_size, process_count)
+  if not 0 <= process_index < process_count:
+    raise InputError(f"process_index {process_index} is not in [0, {process_count})")
+  return elements.batch(b, drop_remainder=True)[process_index::process_count]
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -151,20 +198,19 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def make_train_dataset(source: Any, *, global_batch_size: int, lr_patch: int, scale: float,
                        seed: int, process_index: int = 0, process_count: int = 1,
-                       blur: bool = False, noise_sigma: float = 0.0) -> grain.MapDataset:
+                       blur: bool = False, noise_sigma: float = 0.0,
+                       kspace_sigma: float = 0.0) -> grain.MapDataset:
   """This process' infinite stream of local training batches, as a lazy grain MapDataset.
 
   Item k is {'lr': (b, lr_patch, lr_patch, C), 'hr': (b, P, P, C)} float32, b = B /
   process_count, P = int(lr_patch * scale), holding global elements [k*B + p*b, k*B + (p+1)*b).
   Iterate it with `train_iterator` (checkpointable) or index it directly.
   """
-  b = local_batch_size(global_batch_size, process_count)
-  if not 0 <= process_index < process_count:
-    raise InputError(f"process_index {process_index} is not in [0, {process_count})")
+  local_batch_size(global_batch_size, process_count)  # Fails before any reading.
   ds = train_elements(source, lr_patch=lr_patch, scale=scale, seed=seed, blur=blur,
-                      noise_sigma=noise_sigma)
-  ds = ds.batch(b, drop_remainder=True)
-  return ds[process_index::process_count]
+                      noise_sigma=noise_sigma, kspace_sigma=kspace_sigma)
+  return local_batches(ds, global_batch_size=global_batch_size, process_index=process_index,
+                       process_count=process_count)
 
 
 def train_iterator(dataset: grain.MapDataset, *, num_threads: int = 0,
@@ -205,6 +251,56 @@ def make_test_pairs(images: np.ndarray, scale: float, *,
   else:
     gt = degradation.resize_bicubic(images, gt_hw).astype(np.float32)
   return lr, gt
+
+
+def rdst_test_pairs(images: np.ndarray, scales: Sequence[float], *,
+                    s_max: float | None = None) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+  """RDST's multi-scale test protocol (reference §4.4): one LR for every scale, no blur.
+
+  LR = bicubic(HR, (int(H // s_max), int(W // s_max))), s_max = max(scales) unless given
+  (4.0 in the thesis); GT for scale s = bicubic(HR, (int(h * s), int(w * s))), HR itself when
+  that is its size. Returns (lr (N, h, w, C), {s: gt (N, H_s, W_s, C)}).
+  """
+  if not scales:
+    raise InputError("rdst_test_pairs needs at least one scale")
+  s_max = max(scales) if s_max is None else s_max
+  lr, _ = make_test_pairs(images, s_max)
+  images = np.asarray(images, np.float32)
+  h, w = lr.shape[1:3]
+  gts = {}
+  for s in scales:
+    gt_hw = (int(h * s), int(w * s))
+    gts[s] = (images.copy() if gt_hw == tuple(images.shape[1:3])
+              else degradation.resize_bicubic(images, gt_hw).astype(np.float32))
+  return lr, gts
+
+
+def miassr_test_pairs(images: np.ndarray, scales: Sequence[float], *, blur: bool = True
+                      ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+  """MIASSR's test protocol (reference §4.4): per scale s its own LR, with the 3x3 blur.
+
+  {s: (lr = blur(bicubic(HR, (int(H // s), int(W // s)))), gt = bicubic(HR, (int(H // s * s),
+  int(W // s * s))))}, the GT being HR itself when the size matches (`make_test_pairs`).
+  """
+  return {s: make_test_pairs(images, s, blur=blur) for s in scales}
+
+
+def msgan_test_pairs(images: np.ndarray, labels: np.ndarray | None, roi_hw: Sequence[int], *,
+                     scale: float = 4.0, centres: Sequence[Any] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """MS-GAN's test pairs (thesis eq. 3.23): the lesion ROI as HR, LR = HR downsampled x4.
+
+  ROI centres are the label centroids (`transforms.roi_crop`), or `centres[n]` when given (the
+  thesis' lesion detector predicts them from the LR at test time, §3.2.2). Returns
+  (lr (N, int(h / s), int(w / s), C), hr (N, h, w, C)) float32; no noise.
+  """
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4:
+    raise InputError(f"msgan_test_pairs expects slices shaped (N, H, W, C), got {images.shape}")
+  triple = transforms.MsganTriple(tuple(roi_hw), scale)
+  out = [triple({"image": images[n], "label": None if labels is None else labels[n],
+                 "centre": None if centres is None else centres[n]}) for n in range(len(images))]
+  return np.stack([o["lr"] for o in out]), np.stack([o["hr"] for o in out])
 
 
 def batch_shapes(global_batch_size: int, lr_patch: int, scale: float, channels: int = 1,

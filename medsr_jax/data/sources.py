@@ -2,12 +2,15 @@
 
 A source is anything with `__len__` and `__getitem__(i) -> (H, W, C) float32 slice in [0, 1]`.
 The pipeline (`medsr_jax.data.pipeline`) only relies on those two methods, so the in-memory
-`ArraySliceSource` used for the embedded sample and the later TFRecord-shard source (written by
-`data_prep`, read with an offset index) are interchangeable. Sources must pickle cheaply enough to
-be sent to grain worker processes (`mp_prefetch`).
+`ArraySliceSource` used for the embedded sample and the TFRecord-shard source (written by
+`data_prep`, read with an offset index: `medsr_jax.data.shards.ShardSource`) are
+interchangeable. Sources must pickle cheaply enough to be sent to grain worker processes
+(`mp_prefetch`).
 
 `source_from_config(config.data, split)` picks the source named by the config:
-  source='sample'  the embedded single-subject slices (`medsr_jax.data.sample.load_sample`),
+  path=DIR         a data_prep shard directory (any `source`): the train split is read lazily
+                   from the shards, val / test come from the manifest's splits, in memory;
+  source='sample'  (no path) the embedded single-subject slices (`medsr_jax.data.sample`),
                    cropped to `crop_hw` (160x128: the OASIS protocol of reference spec §4.2).
 
 Run the checks with:
@@ -82,18 +85,29 @@ class ArraySliceSource:
     self.subject = state.get("subject")
 
 
-def source_from_config(data_config: Any, split: str) -> ArraySliceSource:
+def source_from_config(data_config: Any, split: str) -> Any:
   """The random-access source of `split` ('train', 'val' or 'test') named by `data_config`.
 
-  Fields read: `source` ('sample'; anything else is the TFRecord-shard source, not written yet)
-  and `crop_hw` (the in-plane size of the sample slices).
+  Fields read: `path` (a shard directory: selects the shards whatever `source` says), `source`
+  ('sample' without a path), `crop_hw` (the in-plane size of the sample slices; shards keep the
+  size data_prep wrote) and `modalities` (channels to pick from the shards, all when empty).
+  From shards, 'train' is a lazy `shards.ShardSource` and 'val' / 'test' are read into memory
+  (`shards.load_split`, with slice indices and subjects for the reports).
   """
   if split not in SPLITS:
     raise InputError(f"unknown data split {split!r}; expected one of {SPLITS}")
+  path = str(data_config.get("path", "") or "")
+  if path:
+    from medsr_jax.data import shards  # pylint: disable=g-import-not-at-top  (import cycle)
+    modalities = tuple(data_config.get("modalities", ()) or ())
+    if split == "train":
+      return shards.ShardSource(path, split, modalities=modalities)
+    return shards.load_split(path, split, modalities=modalities)
   kind = data_config.source
   if kind != "sample":
-    raise InputError(f"data source {kind!r} is not available yet: only 'sample' (the embedded "
-                     "slices); TFRecord shards from data_prep come in a later release")
+    raise InputError(f"data source {kind!r} needs --config.data.path=SHARD_DIR (a data_prep "
+                     "shard directory); without a path only 'sample' (the embedded slices) is "
+                     "available")
   from medsr_jax.data import sample  # pylint: disable=g-import-not-at-top  (loads files)
   crop_hw = tuple(int(v) for v in data_config.crop_hw)
   sets = sample.load_sample(crop_hw=crop_hw)
