@@ -16,7 +16,14 @@ and SLURM; elsewhere give `--config.coordinator_address=HOST:PORT --config.num_p
 
 from __future__ import annotations
 
-import json
+import os
+
+# The input pipeline runs many small numpy matrix products (the exact bicubic) in grain threads;
+# OpenBLAS's own thread pool on top of them oversubscribes the host (10x slower under load,
+# experiments/bench_data.py). XLA does not use OpenBLAS. Set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json  # noqa: E402  (after the environment default above)
 import pathlib
 import sys
 

@@ -106,3 +106,31 @@ def test_stage_schedule_halves_at_milestones():
   assert schedule.stage_index(stages, 4) == 0 and schedule.stage_index(stages, 5) == 1
   cfg = ml_collections.ConfigDict({"train": {"stages": stages, "max_steps": 7}})
   assert config_lib.total_steps(cfg) == 7
+
+
+@pytest.mark.parametrize("name,options", [
+    ("srresnet", dict(n_feats=8, n_resblocks=2)),           # BatchNorm: batch_stats updated
+    ("swinir_light", dict(embed_dim=12, num_layers=1, depth=2, num_heads=2, window_size=4)),
+])
+def test_models_with_state_and_dropout_train(name, options):
+  model = models.build(name, scale=2, in_channels=1, **options)
+  stage = config_lib.stage("l1", steps=10, learning_rate=1e-3)
+  tx = step_lib.make_optimizer(_train_config(), stage)
+  params, model_state = step_lib.split_variables(model.init(jax.random.key(0),
+                                                            jnp.zeros((1, 8, 8, 1))))
+  state = step_lib.init_state(params, tx, jax.random.key(1), ema=False, model_state=model_state)
+  step = jax.jit(step_lib.make_train_step(step_lib.pixel_objective(model, "l1"), tx,
+                                          loss_threshold=1e8, name=f"state_{name}"))
+  before = jax.tree.map(np.asarray, state)
+  for b in _batches(2, batch=4):
+    state, metrics = step(state, b)
+  assert np.isfinite(float(metrics["loss"]))
+  assert step_lib.TRACE_COUNTS[f"state_{name}"] == 1
+  changed = lambda a, b: any(not np.array_equal(x, y) for x, y in
+                             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert changed(state["params"], before["params"])
+  if "batch_stats" in model_state:
+    assert changed(state["model_state"]["batch_stats"], before["model_state"]["batch_stats"])
+  # Evaluation uses params + model_state (running statistics in eval mode).
+  y = model.apply({"params": state["params"], **state["model_state"]}, jnp.ones((1, 8, 8, 1)))
+  assert y.shape == (1, 16, 16, 1)

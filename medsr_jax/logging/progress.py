@@ -51,8 +51,9 @@ def _format_value(value) -> str:
 class ProgressLine:
   """Prints `step i/N  name value ...  R steps/s  ETA T` every `every` steps."""
 
-  def __init__(self, total_steps: int, *, every: int = 100, stream: TextIO | None = sys.stderr,
+  def __init__(self, total_steps: int, *, every: int = 100, stream: TextIO | None = None,
                time_fn: Callable[[], float] = time.monotonic):
+    """`stream=None` prints to the `sys.stderr` of the moment each line is printed."""
     if every < 1:
       raise ValueError(f"every must be >= 1, got {every}")
     self.total_steps = int(total_steps)
@@ -79,6 +80,5 @@ class ProgressLine:
         parts.append(f"ETA {format_duration(max(0, self.total_steps - step) / rate)}")
     self._last = (step, now)
     line = "  ".join(parts)
-    if self.stream is not None:
-      print(line, file=self.stream, flush=True)
+    print(line, file=self.stream if self.stream is not None else sys.stderr, flush=True)
     return line

@@ -27,6 +27,7 @@ from absl import logging
 from medsr_jax import checkpoint as checkpoint_lib
 from medsr_jax import config_lib, evaluate, export, models, sharding
 from medsr_jax.data import pipeline, sources
+from medsr_jax.errors import InputError
 from medsr_jax.logging import progress, writers
 from medsr_jax.metrics import image_quality
 from medsr_jax.trainers import schedule, step as step_lib
@@ -35,6 +36,15 @@ from medsr_jax.trainers import schedule, step as step_lib
 def _build_model(config):
   return models.build(config.model.name, scale=config.model.scale,
                       in_channels=config.model.in_channels, **config.model.kwargs.to_dict())
+
+
+def _check_channels(source, in_channels: int) -> None:
+  """InputError unless the data's channel count is the model's `in_channels`."""
+  channels = int(np.shape(source[0])[-1])
+  if channels != in_channels:
+    raise InputError(f"the training slices have {channels} channel(s) but model.in_channels is "
+                     f"{in_channels}: set --config.model.in_channels={channels} or pick channels "
+                     "with --config.data.modalities")
 
 
 class _Run:
@@ -57,8 +67,10 @@ class _Run:
   # ----- data -------------------------------------------------------------------------------
   def _make_train_iterator(self):
     c = self.config.data
+    source = sources.source_from_config(c, "train")
+    _check_channels(source, self.config.model.in_channels)
     dataset = pipeline.make_train_dataset(
-        sources.source_from_config(c, "train"), global_batch_size=c.global_batch_size,
+        source, global_batch_size=c.global_batch_size,
         lr_patch=c.lr_patch, scale=self.scale, seed=self.config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
         blur=c.blur, noise_sigma=c.noise_sigma)
@@ -83,8 +95,9 @@ class _Run:
     dummy = jnp.zeros((1, lp, lp, c.model.in_channels), jnp.float32)
 
     def init():
-      params = self.model.init(rng_init, dummy)["params"]
-      return step_lib.init_state(params, self._tx(0), rng_train, ema=c.train.ema_decay > 0)
+      params, model_state = step_lib.split_variables(self.model.init(rng_init, dummy))
+      return step_lib.init_state(params, self._tx(0), rng_train, ema=c.train.ema_decay > 0,
+                                 model_state=model_state)
 
     shardings = sharding.tree_shardings(jax.eval_shape(init), self.mesh, c.mesh.fsdp_min_size)
     return jax.jit(init, out_shardings=shardings)()
@@ -112,10 +125,11 @@ class _Run:
     return self._steps[stage_idx]
 
   def eval_params(self):
-    """This process's full copy of the params to evaluate/export (EMA when enabled)."""
+    """This process's full copy of the variables to evaluate/export (EMA params when enabled)."""
     use_ema = self.config.eval.use_ema and "ema" in self.state
     params = self.state["ema"] if use_ema else self.state["params"]
-    return {"params": sharding.host_local(params, self.mesh)}
+    return {"params": sharding.host_local(params, self.mesh),
+            **sharding.host_local(self.state["model_state"], self.mesh)}
 
   def counter(self, name: str) -> int:
     """A scalar of the state (step, stage, skipped) as a Python int."""
@@ -216,12 +230,12 @@ def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
 
 
 def _export(run: _Run, directory: pathlib.Path, step: int) -> None:
-  params = jax.device_get(run.eval_params()["params"])  # every process takes part in the gather
+  variables = jax.device_get(run.eval_params())  # every process takes part in the gather
   skipped = run.counter("skipped")
   if jax.process_index() != 0:
     return
   c = run.config
   export.save_export(directory, model_name=c.model.name, model_kwargs=c.model.kwargs.to_dict(),
-                     scale=c.model.scale, in_channels=c.model.in_channels, params=params,
+                     scale=c.model.scale, in_channels=c.model.in_channels, params=variables,
                      extra={"step": int(step), "skipped_steps": skipped})
   print(f"exported parameters to {directory}", flush=True)
