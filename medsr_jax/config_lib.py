@@ -94,6 +94,7 @@ def base_sr_config() -> ml_collections.ConfigDict:
                                          # is a permutation of them; 'iid' as the reference
   c.data.num_threads = 2           # grain reader threads (batches are identical for any count)
   c.data.prefetch_buffer_size = 2  # batches prepared ahead of the train step
+  c.data.num_workers = 0           # >0: grain worker processes (mp_prefetch) instead of threads
 
   c.train = ml_collections.ConfigDict()
   c.train.stages = [stage("l1", steps=100_000, learning_rate=2e-4)]

@@ -3,7 +3,9 @@
   .venv/bin/python -m pytest -q tests/test_pipeline.py
 """
 
+import pathlib
 import pickle
+import subprocess
 import sys
 import types
 
@@ -305,3 +307,10 @@ def test_test_pairs_blur():
 def test_test_pairs_bad_input():
   with pytest.raises(InputError):
     pipeline.make_test_pairs(np.zeros((16, 16, 1), np.float32), 4)
+
+
+def test_worker_processes_give_the_same_batches():
+  root = pathlib.Path(__file__).resolve().parents[1]
+  r = subprocess.run([sys.executable, "-m", "tests.mp_pipeline_check"], cwd=root,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0 and "same batches" in r.stdout, r.stdout + r.stderr[-2000:]

@@ -214,17 +214,26 @@ def make_train_dataset(source: Any, *, global_batch_size: int, lr_patch: int, sc
 
 
 def train_iterator(dataset: grain.MapDataset, *, num_threads: int = 0,
-                   prefetch_buffer_size: int = 2) -> grain.DatasetIterator:
+                   prefetch_buffer_size: int = 2, num_workers: int = 0) -> grain.DatasetIterator:
   """A checkpointable iterator over `dataset` (state: {'next_index': k}, module docstring).
 
   `num_threads` > 0 prepares up to `prefetch_buffer_size` batches ahead in a thread pool; the
   batches are identical either way (the stream is index-addressed). Keep the buffer small: grain's
   defaults (what plain `iter(dataset)` uses: 16 threads, 500 batches) hold ~600 MB at the thesis
-  setting. grain's `mp_prefetch` worker processes also give the same batches, but they need absl
-  flags parsed, checkpoint a different (worker-interleave) state and were slower on 2 cores.
+  setting.
+
+  `num_workers` > 0 prepares batches in that many grain worker processes (`mp_prefetch`, each with
+  `prefetch_buffer_size` batches), which scales past the GIL (experiments/bench_data.py): the
+  batches are again identical, but the iterator state is grain's per-worker state instead of
+  {'next_index'} (it still checkpoints and restores exactly, for the same `num_workers`). Worker
+  processes need absl flags parsed and an importable `__main__` (true under `medsr_jax.main`).
   """
-  if num_threads < 0 or prefetch_buffer_size < 0:
-    raise InputError("num_threads and prefetch_buffer_size must be >= 0")
+  if num_threads < 0 or prefetch_buffer_size < 0 or num_workers < 0:
+    raise InputError("num_threads, prefetch_buffer_size and num_workers must be >= 0")
+  if num_workers:
+    options = grain.MultiprocessingOptions(num_workers=int(num_workers),
+                                           per_worker_buffer_size=max(1, prefetch_buffer_size))
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0)).mp_prefetch(options))
   read_options = grain.ReadOptions(num_threads=int(num_threads),
                                    prefetch_buffer_size=int(prefetch_buffer_size))
   return iter(dataset.to_iter_dataset(read_options))

@@ -75,7 +75,8 @@ class _Run:
         process_index=jax.process_index(), process_count=jax.process_count(),
         blur=c.blur, noise_sigma=c.noise_sigma)
     return pipeline.train_iterator(dataset, num_threads=c.num_threads,
-                                   prefetch_buffer_size=c.prefetch_buffer_size)
+                                   prefetch_buffer_size=c.prefetch_buffer_size,
+                                   num_workers=c.num_workers)
 
   def eval_pairs(self, split: str):
     """Whole-slice (LR, HR, slice ids) of a split, by the thesis' test protocol (spec §4.4)."""
