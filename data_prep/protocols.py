@@ -267,6 +267,7 @@ def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
     lut = np.arange(256, dtype=np.uint8)
     for a, b in p.label_map:
       lut[a] = b
+  top, left, h, w = window
   out = []
   for k in keep:
     planes = []
@@ -280,8 +281,8 @@ def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
     out.append(records.encode_slice(records.SliceRecord(
         image=image, label=label, subject=spec.subject, slice_index=int(k), spacing=spacing,
         affine=loaded.affine, orientation=orientation, modalities=list(ctx.modalities),
-        intensity=ranges[0], dataset=ctx.dataset)))
-  top, left, h, w = window
+        intensity=ranges, dataset=ctx.dataset, volume=spec.volume,
+        source_shape=(h_in, w_in), crop_offset=(top, left))))
   info = {
       'volume': spec.volume,
       'subject': spec.subject,

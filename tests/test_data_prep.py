@@ -123,7 +123,7 @@ def check_records(recs, want, *, subject, dataset, modalities, affine, spacing):
     np.testing.assert_allclose(r.spacing, spacing, rtol=1e-6)
     np.testing.assert_allclose(r.affine, affine, rtol=1e-6, atol=1e-5)
     assert r.orientation == ''.join(nib.aff2axcodes(affine))
-    np.testing.assert_allclose(r.intensity, ranges[0], rtol=1e-6)
+    np.testing.assert_allclose(r.intensity, ranges, rtol=1e-6)  # every channel's (min, max)
 
 
 def sidecars(out):
@@ -179,6 +179,9 @@ def test_oasis_records_equal_independent_slices(tmp_path, protocol, margins, sha
       assert want[0].tolist() == [1, 2, 3, 4]  # slice 0 is empty
       check_records(got, want, subject=sid, dataset='oasis', modalities=['t1'],
                     affine=img.affine, spacing=(1.0, 1.0, 1.0))
+      # The record alone places the slice back on the source grid.
+      assert all(r.crop_offset == margins and r.source_shape == (208, 176) for r in got)
+      assert all(r.volume == r.subject for r in got)
   # val slices are written twice (val and test), like the thesis lists.
   assert m.splits['test'].num_records == 2 * m.splits['val'].num_records
   vol = sidecars(out)['OAS1_0001_MR1']
@@ -270,6 +273,7 @@ def test_acdc_frames_label_selection_and_centre_crop_without_padding(tmp_path):
       check_records(got[pid][len(want_recs):len(want_recs) + n], want, subject=pid,
                     dataset='acdc', modalities=['cine_mr'],
                     affine=nib.load(files[frame]['image']).affine, spacing=(1.4, 1.4, 10.0))
+      assert {r.volume for r in got[pid][len(want_recs):len(want_recs) + n]} == {frame}
       want_recs += [None] * n
       assert vols[frame]['first_record'] >= 0
     assert len(got[pid]) == len(want_recs)

@@ -62,8 +62,9 @@ def _record(label=True):
   return records.SliceRecord(
       image=rng.random((6, 5, 2), dtype=np.float32), subject='OAS1_0001_MR1', slice_index=-3 + 90,
       spacing=(1.0, 1.25, 2.5), affine=np.diag([1.0, -1.25, 2.5, 1.0]), orientation='LAS',
-      modalities=['t1', 'flair'], intensity=(-1024.0, 3071.0), dataset='brats',
-      label=rng.integers(0, 4, (6, 5)).astype(np.uint8) if label else None)
+      modalities=['t1', 'flair'], intensity=[(-1024.0, 3071.0), (0.0, 255.0)], dataset='brats',
+      label=rng.integers(0, 4, (6, 5)).astype(np.uint8) if label else None,
+      volume='OAS1_0001_MR1_mpr1', source_shape=(208, 176), crop_offset=(24, -2))
 
 
 def test_slice_round_trip():
@@ -76,7 +77,10 @@ def test_slice_round_trip():
       np.testing.assert_array_equal(back.label, rec.label)
     assert (back.subject, back.slice_index, back.orientation, back.dataset) == (
         'OAS1_0001_MR1', 87, 'LAS', 'brats')
-    assert back.spacing == (1.0, 1.25, 2.5) and back.intensity == (-1024.0, 3071.0)
+    assert back.spacing == (1.0, 1.25, 2.5)
+    np.testing.assert_array_equal(back.intensity, [(-1024.0, 3071.0), (0.0, 255.0)])
+    assert back.volume == 'OAS1_0001_MR1_mpr1'
+    assert back.source_shape == (208, 176) and back.crop_offset == (24, -2)
     assert back.modalities == ['t1', 'flair']
     np.testing.assert_array_equal(back.affine, rec.affine)
 
@@ -101,6 +105,17 @@ def test_protobuf_parses_our_bytes_and_we_parse_protobufs():
   got = records.decode_example(other.SerializeToString())
   np.testing.assert_array_equal(got['n'], [-5, 0, 2**40])
   assert got['b'] == [b'', b'x'] and got['e'].size == 0 and got['e'].dtype == np.float32
+
+
+def test_defaults_for_uncropped_single_volume_slices():
+  rec = _record()
+  rec.volume, rec.source_shape, rec.crop_offset, rec.intensity = '', None, (0, 0), (0.0, 1.0)
+  back = records.decode_slice(records.encode_slice(rec))
+  assert back.volume == rec.subject and back.source_shape == (6, 5)
+  np.testing.assert_array_equal(back.intensity, [(0.0, 1.0), (0.0, 1.0)])
+  rec.intensity = [(0.0, 1.0)] * 3
+  with pytest.raises(ValueError, match='intensity'):
+    records.encode_slice(rec)
 
 
 def test_encoding_is_deterministic():

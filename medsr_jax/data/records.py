@@ -24,12 +24,18 @@ The slice schema (`encode_slice` / `decode_slice`), one record per slice:
   label         bytes   optional (H, W) uint8 label map on the same grid (tumour / tissue / ...)
   label/shape   int64   [H, W] (present iff label is)
   subject       bytes   subject id (e.g. 'OAS1_0001_MR1')
+  volume        bytes   id of the source volume within the subject (e.g. 'patient001_frame01';
+                        ACDC has two frames per subject); the subject id when there is one volume
   slice_index   int64   index of the slice along the slicing axis of the source volume
   spacing       float   in-plane (row, column) voxel size in mm, then the slice thickness
   affine        float   the source volume's 4x4 voxel-to-world affine, row-major (16 values)
   orientation   bytes   axis codes of the source volume (nibabel aff2axcodes, e.g. 'RAS')
   modalities    bytes   one name per channel (e.g. 't1ce', 't1', 't2', 'flair')
-  intensity     float   [min, max] of the source volume before min-max normalisation
+  intensity     float   per channel [min, max] of the source volume before min-max normalisation
+                        (2 * C values: min_0, max_0, min_1, max_1, ...)
+  source_shape  int64   [H0, W0] of the slice before the crop
+  crop_offset   int64   [row, col] of the crop's top-left corner in that slice (negative where
+                        the slice was padded), so a record maps back onto the source grid
   dataset       bytes   'oasis' | 'brats' | 'acdc' | 'covid_ct' | 'folder'
 
 Readable by TensorFlow with `tf.io.parse_single_example` and the feature spec in
@@ -59,7 +65,10 @@ TF_FEATURE_SPEC_DOC = """
    'affine': tf.io.FixedLenFeature([16], tf.float32),
    'orientation': tf.io.FixedLenFeature([], tf.string),
    'modalities': tf.io.VarLenFeature(tf.string),
-   'intensity': tf.io.FixedLenFeature([2], tf.float32),
+   'volume': tf.io.FixedLenFeature([], tf.string),
+   'intensity': tf.io.VarLenFeature(tf.float32),
+   'source_shape': tf.io.FixedLenFeature([2], tf.int64),
+   'crop_offset': tf.io.FixedLenFeature([2], tf.int64),
    'dataset': tf.io.FixedLenFeature([], tf.string)}
 """
 
@@ -249,9 +258,21 @@ class SliceRecord:
   affine: np.ndarray                     # (4, 4) voxel-to-world of the source volume
   orientation: str                       # e.g. 'RAS'
   modalities: Sequence[str]              # one per channel
-  intensity: Sequence[float]             # (min, max) of the source volume
+  intensity: Any                         # (C, 2) per-channel (min, max); one (2,) pair = all
   dataset: str
   label: Optional[np.ndarray] = None     # (H, W) uint8
+  volume: str = ''                       # '' = the subject id
+  source_shape: Optional[Sequence[int]] = None  # None = the image's own (H, W): no crop
+  crop_offset: Sequence[int] = (0, 0)
+
+
+def _intensity(value: Any, channels: int) -> np.ndarray:
+  arr = np.asarray(value, np.float32)
+  if arr.shape == (2,):
+    arr = np.tile(arr, (channels, 1))
+  if arr.shape != (channels, 2):
+    raise ValueError(f'intensity must be (min, max) or {channels} such pairs, got {arr.shape}')
+  return arr
 
 
 def encode_slice(rec: SliceRecord) -> bytes:
@@ -273,7 +294,11 @@ def encode_slice(rec: SliceRecord) -> bytes:
       'affine': np.asarray(rec.affine, np.float32).reshape(16),
       'orientation': [rec.orientation.encode('utf-8')],
       'modalities': [m.encode('utf-8') for m in rec.modalities],
-      'intensity': np.asarray(rec.intensity, np.float32).reshape(2),
+      'volume': [(rec.volume or rec.subject).encode('utf-8')],
+      'intensity': _intensity(rec.intensity, image.shape[2]).reshape(-1),
+      'source_shape': np.asarray(rec.source_shape if rec.source_shape is not None
+                                 else image.shape[:2], np.int64).reshape(2),
+      'crop_offset': np.asarray(rec.crop_offset, np.int64).reshape(2),
       'dataset': [rec.dataset.encode('utf-8')],
   }
   if rec.label is not None:
@@ -325,5 +350,8 @@ def decode_slice(data: bytes) -> SliceRecord:
       affine=_numbers(f, 'affine', 16).reshape(4, 4).astype(np.float64),
       orientation=_one_bytes(f, 'orientation').decode('utf-8'),
       modalities=[m.decode('utf-8') for m in modalities] if isinstance(modalities, list) else [],
-      intensity=tuple(float(x) for x in _numbers(f, 'intensity', 2)),
-      dataset=_one_bytes(f, 'dataset').decode('utf-8'))
+      intensity=_numbers(f, 'intensity', 2 * shape[2]).reshape(shape[2], 2).astype(np.float64),
+      dataset=_one_bytes(f, 'dataset').decode('utf-8'),
+      volume=_one_bytes(f, 'volume').decode('utf-8'),
+      source_shape=tuple(int(v) for v in _numbers(f, 'source_shape', 2)),
+      crop_offset=tuple(int(v) for v in _numbers(f, 'crop_offset', 2)))
