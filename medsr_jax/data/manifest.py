@@ -6,6 +6,9 @@ one offset index per shard, and `manifest.json`:
   <out>/manifest.json
   <out>/train-00000-of-00004.tfrecord          framed tf.train.Example slice records
   <out>/train-00000-of-00004.tfrecord.index.npy int64 byte offset of every record (np.save)
+  <out>/train-00000-of-00004.tfrecord.volumes.json  per source volume: files, slice indices,
+                                               record range in the shard, every channel's
+                                               [min, max], crop offset (written by data_prep)
   <out>/val-00000-of-00001.tfrecord ...
 
 manifest.json (format 'medsr_jax.shards', version 1):
@@ -21,7 +24,8 @@ manifest.json (format 'medsr_jax.shards', version 1):
                                     "index": "train-00000-of-00004.tfrecord.index.npy",
                                     "num_records": 309, "sha256": "..."}, ...]},
               "val": {...}, "test": {...}},
-   "skipped": [{"path": "...", "reason": "..."}],     # volumes left out with --skip_bad
+   "skipped": [{"path": "...", "reason": "...", ...}],  # volumes left out with --skip_bad
+                                                      # (data_prep adds "volume" and "shard")
    "sources": ["/data/OASIS/disc1", ...],
    "complete": true}                                  # false while a build is in progress
 
