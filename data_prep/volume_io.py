@@ -57,43 +57,22 @@ class Volume:
   path: str
 
 
-def _one_line(e: BaseException) -> str:
-  text = ' '.join(str(e).split())
-  return f'{type(e).__name__}: {text}' if text else type(e).__name__
-
-
-def _check_file(path: str) -> None:
-  if not os.path.exists(path):
-    raise InputError(f'{path}: file not found')
-  if not os.path.isfile(path):
-    raise InputError(f'{path}: not a regular file')
-  if not os.access(path, os.R_OK):
-    raise InputError(f'{path}: file is not readable (permission denied)')
-
-
 def _load_nibabel(path: str):
   """The nibabel image of a NIfTI / Analyze file (its data not read yet)."""
   import nibabel as nib  # pylint: disable=g-import-not-at-top
   kind = images.image_kind(path)
   if kind not in ('nifti', 'analyze'):
     raise InputError(f'{path}: not a NIfTI (.nii, .nii.gz) or Analyze (.hdr/.img) volume')
-  _check_file(path)
-  load_path = path
-  if kind == 'analyze':
-    hdr, img = images.analyze_pair(path)
-    for f in (hdr, img):
-      if not os.path.isfile(f):
-        raise InputError(f'{path}: the Analyze pair is incomplete, {f} not found')
-    load_path = hdr
+  images.check_file(path)
+  load_path = images.nibabel_path(path, kind)
   try:
     return nib.load(load_path, mmap=False)
   except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors, ...
-    raise InputError(f'{path}: cannot read volume ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read volume ({images.one_line(e)})') from e
 
 
 def _squeeze3(arr: np.ndarray, path: str, disk_shape: Sequence[int]) -> np.ndarray:
-  while arr.ndim > 3 and arr.shape[-1] == 1:
-    arr = arr[..., 0]
+  arr = images.squeeze_trailing(arr)
   if arr.ndim != 3:
     raise InputError(f'{path}: expected a 3-D volume, got shape {tuple(disk_shape)}')
   return arr
@@ -108,14 +87,7 @@ def _geometry(img) -> tuple[np.ndarray, tuple[float, float, float]]:
 
 def check_finite(data: np.ndarray, path: str) -> None:
   """InputError if `data` has NaN or infinite values."""
-  if data.dtype.kind != 'f':
-    return
-  n_nan = int(np.count_nonzero(np.isnan(data)))
-  if n_nan:
-    raise InputError(f'{path}: contains {n_nan} NaN voxel(s)')
-  n_inf = int(np.count_nonzero(np.isinf(data)))
-  if n_inf:
-    raise InputError(f'{path}: contains {n_inf} infinite voxel(s)')
+  images.check_finite(data, path, what='voxel')
 
 
 def read_volume(path: str) -> Volume:
@@ -125,7 +97,7 @@ def read_volume(path: str) -> Volume:
   try:
     data = np.asarray(img.get_fdata(dtype=np.float64))
   except Exception as e:  # truncated data, bad compression, ...
-    raise InputError(f'{path}: cannot read volume data ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read volume data ({images.one_line(e)})') from e
   data = _squeeze3(data, path, img.shape)
   check_finite(data, path)
   affine, zooms = _geometry(img)
@@ -152,7 +124,7 @@ def read_label(path: str, like: Optional[Volume] = None) -> Volume:
     if data.dtype.kind not in 'iuf':
       data = data.astype(np.float64)
   except Exception as e:
-    raise InputError(f'{path}: cannot read volume data ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read volume data ({images.one_line(e)})') from e
   data = _squeeze3(data, path, img.shape)
   data = check_label_values(data, path)
   if like is not None and data.shape != like.data.shape:
@@ -196,11 +168,11 @@ def _floats(value, n: int, name: str, path: str) -> np.ndarray:
 def read_dicom_header(path: str):
   """The pydicom dataset of one file, without pixel data (InputError if not readable)."""
   import pydicom  # pylint: disable=g-import-not-at-top
-  _check_file(path)
+  images.check_file(path)
   try:
     return pydicom.dcmread(path, stop_before_pixels=True)
   except Exception as e:
-    raise InputError(f'{path}: cannot read DICOM file ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read DICOM file ({images.one_line(e)})') from e
 
 
 def read_dicom_series(files: Sequence[str], name: str) -> Volume:
@@ -219,11 +191,11 @@ def read_dicom_series(files: Sequence[str], name: str) -> Volume:
     raise InputError(f'{name}: empty DICOM series')
   slices = []
   for f in files:
-    _check_file(f)
+    images.check_file(f)
     try:
       ds = pydicom.dcmread(f)
     except Exception as e:
-      raise InputError(f'{f}: cannot read DICOM file ({_one_line(e)})') from e
+      raise InputError(f'{f}: cannot read DICOM file ({images.one_line(e)})') from e
     if int(getattr(ds, 'NumberOfFrames', 1) or 1) > 1:
       raise InputError(f'{f}: multi-frame DICOM files are not supported (convert to NIfTI)')
     if int(getattr(ds, 'SamplesPerPixel', 1)) != 1:
@@ -271,7 +243,7 @@ def read_dicom_series(files: Sequence[str], name: str) -> Volume:
     try:
       pixels = ds.pixel_array
     except Exception as e:  # compressed syntax without a decoder, truncated pixel data, ...
-      raise InputError(f'{f}: cannot decode DICOM pixel data ({_one_line(e)})') from e
+      raise InputError(f'{f}: cannot decode DICOM pixel data ({images.one_line(e)})') from e
     if pixels.shape != (rows0, cols0):
       raise InputError(f'{f}: DICOM pixel data has shape {pixels.shape}, expected '
                        f'{(rows0, cols0)}')

@@ -76,17 +76,6 @@ PIN_ZERO = (19003, 61806, 148161, 217783, 233509, 338848, 356232, 500706, 516245
 REFERENCE_FLIPS = ((18, 1, 12, 6, 17), (26, 0, 6, 5, 36))  # (block, conv, h, w, c)
 
 
-def _abstract(model):
-  return models.abstract_variables(model)
-
-
-def _random_variables(model, seed=0, scale=0.2):
-  rng = np.random.default_rng(seed)
-  shapes = _abstract(model)
-  return {'params': jax.tree_util.tree_map(
-      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32), shapes['params'])}
-
-
 # ----------------------------------------------------------------------------- layouts, counts
 
 
@@ -100,7 +89,7 @@ def test_layout_keys_and_trainable_counts(layout, name, scale):
 def test_standard_rcab_option():
   """ada_conv=False: the published RCAB, 15,590,053 - 4 trainable at x4 (spec §5.8)."""
   model = models.build('rcan', ada_conv=False)
-  assert models.count_params(_abstract(model)) == 15_590_049
+  assert models.count_params(models.abstract_variables(model)) == 15_590_049
   ours = torch_layouts.get('rcan').entries(model)
   keys = [e.key for e in ours]
   assert 'body.3.body.7.body.2.weight' in keys and not any('conv0' in k for k in keys)
@@ -136,7 +125,8 @@ def test_round_trip(layout, name, scale):
 
 def _tiny_state_dict(name, seed=0):
   model = models.build(name, scale=2, **TINY)
-  return variables_to_torch(name, _random_variables(model, seed), scale=2, in_channels=1, **TINY)
+  return variables_to_torch(name, zoo_checks.random_variables(model, seed), scale=2, in_channels=1,
+                            **TINY)
 
 
 def test_errors_name_the_key():
@@ -162,16 +152,14 @@ def test_errors_name_the_key():
     models.build('han', scale=5)
   model = models.build('han', scale=2, **TINY)
   with pytest.raises(InputError, match='HAN expects'):
-    jax.eval_shape(model.apply, _abstract(model), jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
+    jax.eval_shape(model.apply, models.abstract_variables(model),
+                   jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
 
 
 @pytest.mark.parametrize('name', ['rcan', 'han'])
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
-  model = models.build(name, scale=scale)
-  x = jax.ShapeDtypeStruct((2, 20, 12, 1), jnp.float32)
-  y = jax.eval_shape(model.apply, _abstract(model), x)
-  assert y.shape == (2, 20 * scale, 12 * scale, 1) and y.dtype == jnp.float32
+  zoo_checks.check_output_shapes(models.build(name, scale=scale), [(20, 12)])
 
 
 # ----------------------------------------------------------------------------- layers vs numpy
@@ -275,7 +263,7 @@ def test_lam_and_csam_match_numpy():
 
 def test_mask_conv_gets_no_gradient():
   model = models.build('rcan', scale=2, **TINY)
-  v = _random_variables(model, seed=3)
+  v = zoo_checks.random_variables(model, seed=3)
   x = jnp.asarray(np.random.default_rng(4).random((1, 6, 5, 1)), jnp.float32)
   grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({'params': p}, x) ** 2)))(v['params'])
   blocks = grads['body']['blocks']
@@ -290,7 +278,7 @@ def test_mask_conv_gets_no_gradient():
 def test_scan_and_loop_agree(name):
   scanned = models.build(name, scale=2, **TINY)
   loop = models.build(name, scale=2, scan_blocks=False, **TINY)
-  v = _random_variables(scanned, seed=5)
+  v = zoo_checks.random_variables(scanned, seed=5)
   if name == 'han':  # non-zero gates so LAM and CSAM matter
     v['params']['la']['gamma'] = np.array([0.5], np.float32)
     v['params']['csa']['gamma'] = np.array([0.8], np.float32)

@@ -28,13 +28,6 @@ LAYOUTS = [('convnet_lite', 'convnet_lite', 4), ('convnet_lite_x2', 'convnet_lit
 TINY = dict(features=8, num_blocks=3)
 
 
-def _random_variables(model, seed=0, scale=0.2):
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-  return {'params': jax.tree_util.tree_map(
-      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32), shapes['params'])}
-
-
 @pytest.mark.parametrize('layout,name,scale', LAYOUTS)
 def test_layout_keys_and_trainable_counts(layout, name, scale):
   assert parity_weights.load_layout(layout)['scale'] == scale
@@ -67,8 +60,8 @@ def test_round_trip(layout, name, scale, scan):
 
 def test_errors_name_the_key():
   model = models.build('convnet_lite', scale=2, **TINY)
-  sd = variables_to_torch('convnet_lite', _random_variables(model), scale=2, in_channels=1,
-                          **TINY)
+  sd = variables_to_torch('convnet_lite', zoo_checks.random_variables(model), scale=2,
+                          in_channels=1, **TINY)
   bad = dict(sd)
   del bad['body.2.norm.bias']
   with pytest.raises(InputError, match=r'missing key.*body\.2\.norm\.bias'):
@@ -90,10 +83,7 @@ def test_errors_name_the_key():
 @pytest.mark.parametrize('name', ['convnet_lite', 'convnet_large'])
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
-  model = models.build(name, scale=scale)
-  x = jax.ShapeDtypeStruct((2, 21, 13, 1), jnp.float32)
-  y = jax.eval_shape(model.apply, models.abstract_variables(model), x)
-  assert y.shape == (2, 21 * scale, 13 * scale, 1) and y.dtype == jnp.float32
+  zoo_checks.check_output_shapes(models.build(name, scale=scale), [(21, 13)])
 
 
 def test_depthwise_conv_init_and_numpy_model():
@@ -114,7 +104,7 @@ def test_depthwise_conv_init_and_numpy_model():
 
 def test_mean_shift_not_applied_by_default():
   model = models.build('convnet_lite', scale=2, **TINY)
-  v = _random_variables(model, seed=1)
+  v = zoo_checks.random_variables(model, seed=1)
   shapes = models.abstract_variables(model)
   assert set(shapes) == {'params', 'constants'}
   consts = {'mean_shift': {'mean': np.full(1, 0.25, np.float32),

@@ -20,6 +20,7 @@ from medsr_jax.export_torch import variables_from_torch
 from medsr_jax.export_torch import variables_to_torch
 from medsr_jax.layers import dense
 from medsr_jax.models import dense_nets
+from medsr_jax.torch_layouts import blocks as tb
 from medsr_jax.torch_layouts import dense_nets as layout
 from tests import parity_weights
 from tests import zoo_checks
@@ -34,13 +35,6 @@ COUNTS = {('srdensenet', 2): 8_372_897, ('srdensenet', 3): 11_323_297,
 TINY = {'srdensenet': dict(growth_rate=4, num_blocks=2, num_layers=2, features=8),
         'rdn': dict(features=8, growth_rate=4, num_layers=2, num_blocks=3),
         'esrgan': dict(features=8, growth_rate=4, num_layers=2, num_rdb=2, num_blocks=3)}
-
-
-def _random_variables(model, seed=0):
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-  return {'params': jax.tree_util.tree_map(
-      lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes['params'])}
 
 
 @pytest.mark.parametrize('layout_name,name,scale', LAYOUTS)
@@ -97,7 +91,7 @@ def test_tiny_scan_and_loop_forward_agree(name):
   """The same weights (moved through the PyTorch layout) give the same output scanned or not."""
   scanned = models.build(name, scale=2, **TINY[name])
   loop = models.build(name, scale=2, scan_blocks=False, **TINY[name])
-  v = _random_variables(scanned)
+  v = zoo_checks.random_variables(scanned, scale=0.3)
   sd = variables_to_torch(name, v, scale=2, in_channels=1, **TINY[name])
   v_loop = variables_from_torch(name, sd, scale=2, in_channels=1, scan_blocks=False,
                                 **TINY[name])
@@ -112,11 +106,8 @@ def test_tiny_scan_and_loop_forward_agree(name):
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
   model = models.build(name, scale=scale)
-  v = models.abstract_variables(model)
-  assert set(v) == {'params', 'constants'}
-  for h, w in [(16, 16), (40, 32), (23, 17)]:
-    y = jax.eval_shape(model.apply, v, jax.ShapeDtypeStruct((2, h, w, 1), jnp.float32))
-    assert y.shape == (2, scale * h, scale * w, 1) and y.dtype == jnp.float32
+  assert set(models.abstract_variables(model)) == {'params', 'constants'}
+  zoo_checks.check_output_shapes(model, [(16, 16), (40, 32), (23, 17)])
 
 
 def test_three_channels_shapes_and_layout():
@@ -137,7 +128,7 @@ def test_feature_maps_only(name, width):
   v = models.abstract_variables(model)
   assert set(v) == {'params'}  # no MeanShift constants
   assert not {'upsample', 'conv_last'} & set(v['params'])
-  tail = sum(int(np.prod(e.shape)) for e in layout.tail_entries(width, 1, 4))
+  tail = sum(int(np.prod(e.shape)) for e in tb.tail('tail', 4, width, 1))
   assert models.count_params(v) == models.count_params(models.abstract_variables(full)) - tail
   y = jax.eval_shape(model.apply, v, jax.ShapeDtypeStruct((2, 23, 17, 1), jnp.float32))
   assert y.shape == (2, 23, 17, width)

@@ -27,22 +27,6 @@ from tests import zoo_checks
 REFERENCE = ('srgan_d', 'wgan_gp_d')
 
 
-def _random_variables(model, seed=0, scale=0.05):
-  """numpy weights of the model's shapes (no `init` compile); BN stats mean 0 / var 1."""
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-
-  def draw(path, s):
-    name = path[-1].key
-    if name == 'var':
-      return np.ones(s.shape, np.float32)
-    if name == 'mean':
-      return np.zeros(s.shape, np.float32)
-    return (scale * rng.standard_normal(s.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 def srgan_count(c, widths, p, bn, bias, fc=1024):
   """Closed form: 3x3 convs (+ bias) (+ BN scale/bias), Linear(w p^2, fc), Linear(fc, 1)."""
   total, cin = 0, c
@@ -171,7 +155,8 @@ def test_errors_name_the_key():
 
 def test_wgan_gp_input_gradient_is_finite_and_nonzero():
   model = models.build('wgan_gp_d', input_size=16)  # real widths, a 1 x 1 last map
-  v = _random_variables(model, scale=0.1)
+  v = zoo_checks.random_like(models.abstract_variables(model), scale=0.1,
+                             constant={'var': 1.0, 'mean': 0.0})  # BN stats: identity
   assert 'batch_stats' not in v
   x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 1))
   grad = jax.jit(jax.grad(lambda x: jnp.sum(model.apply(v, x))))(x)
@@ -183,7 +168,8 @@ def test_wgan_gp_input_gradient_is_finite_and_nonzero():
 
 def test_train_mode_batch_norm_updates_batch_stats():
   model = models.build('srgan_d', input_size=16)
-  v = _random_variables(model, scale=0.1)
+  v = zoo_checks.random_like(models.abstract_variables(model), scale=0.1,
+                             constant={'var': 1.0, 'mean': 0.0})  # BN stats: identity
   x = jax.random.uniform(jax.random.PRNGKey(1), (4, 16, 16, 1))
   run = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))
   y, new = run(v, x)

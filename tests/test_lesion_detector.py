@@ -14,6 +14,7 @@ import pytest
 
 from medsr_jax import models
 from medsr_jax.errors import InputError
+from tests import zoo_checks
 
 TINY = dict(input_size=32, widths=(4, 8), fc_features=(16, 8))
 
@@ -72,11 +73,7 @@ def test_config_and_input_errors():
 
 def test_tiny_model_resize_head_and_train_mode_batch_norm():
   model = models.build('lesion_detector', **TINY)
-  rng = np.random.default_rng(0)
-  shapes = models.abstract_variables(model)
-  v = jax.tree_util.tree_map_with_path(
-      lambda p, s: (np.ones(s.shape, np.float32) if p[-1].key == 'var' else
-                    (0.3 * rng.standard_normal(s.shape)).astype(np.float32)), shapes)
+  v = zoo_checks.random_like(models.abstract_variables(model), scale=0.3, constant={'var': 1.0})
   x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 1))
 
   @jax.jit

@@ -42,12 +42,6 @@ TINY = {  # small feature extractors for the tests that execute
 }
 
 
-def _random_like(tree, seed=0, scale=0.1):
-  rng = np.random.default_rng(seed)
-  return jax.tree_util.tree_map(
-      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32), tree)
-
-
 @pytest.mark.parametrize('layout', ['miassr', 'meta_rdn'])
 @pytest.mark.parametrize('overrides', [{}, REF_TAIL], ids=['thesis', 'reference_tail'])
 def test_layout_keys(layout, overrides):
@@ -147,7 +141,8 @@ def test_generic_layouts_round_trip(name):
     overrides = dict(opts, **(REF_TAIL if ref_tail else {}))
     model = models.build(name, scale=2.5, **overrides)
     shapes = models.abstract_variables(model)
-    v = {k: _random_like(shapes[k], seed=1) for k in shapes if k != 'constants'}
+    v = {k: zoo_checks.random_like(shapes[k], seed=1, scale=0.1, positive=())
+         for k in shapes if k != 'constants'}
     v['constants'] = {'mean_shift': {'mean': np.full(1, 0.3, np.float32),
                                      'std': np.full(1, 2.0, np.float32)}}
     sd = variables_to_torch(name, v, scale=2.5, in_channels=1, **overrides)
@@ -177,7 +172,7 @@ def _tiny(name, **overrides):
 def test_dead_tail_never_touches_the_output():
   model = _tiny('miassr', **REF_TAIL)
   shapes = models.abstract_variables(model)
-  v = {'params': _random_like(shapes['params'], seed=2, scale=0.3)}
+  v = {'params': zoo_checks.random_like(shapes['params'], seed=2, scale=0.3)}
   x = np.random.default_rng(3).random((1, 7, 6, 1)).astype(np.float32)
   apply = jax.jit(model.apply, static_argnums=2)
   y = apply(v, x, 2.3)
@@ -197,7 +192,8 @@ def test_dead_tail_never_touches_the_output():
 
 def test_meta_mdsr_uses_head_ceil_scale():
   model = _tiny('meta_mdsr')
-  v = {'params': _random_like(models.abstract_variables(model)['params'], seed=4, scale=0.3)}
+  v = {'params': zoo_checks.random_like(models.abstract_variables(model)['params'], seed=4,
+                                        scale=0.3)}
   x = np.random.default_rng(5).random((1, 5, 5, 1)).astype(np.float32)
   zeroed = jax.tree_util.tree_map(lambda a: a, v)
   fe = zeroed['params']['feature_extractor']

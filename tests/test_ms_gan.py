@@ -14,6 +14,7 @@ import pytest
 
 from medsr_jax import models
 from medsr_jax.errors import InputError
+from tests import zoo_checks
 
 TINY = dict(n_feats=8, n_resblocks=2)
 
@@ -31,19 +32,6 @@ def closed_form(c=1, n=64, blocks=16, stacked=True, prelu=False):
   stage1 = trunk(c) + up_and_image
   stage2 = (trunk(n) if stacked else 0) + up_and_image
   return stage1, stage2
-
-
-def _random_variables(model, seed=0):
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-
-  def draw(path, s):
-    if path[-1].key == 'var':
-      return (0.5 + rng.random(s.shape)).astype(np.float32)
-    return (0.2 * rng.standard_normal(s.shape)).astype(np.float32)
-
-  return {col: jax.tree_util.tree_map_with_path(draw, shapes[col])
-          for col in shapes if col != 'constants'}
 
 
 @pytest.mark.parametrize('name,stacked', [('ms_srresnet', False), ('ms_gan', True)])
@@ -95,7 +83,7 @@ def test_stages_are_srresnets():
   srr = lambda s: models.build('srresnet', scale=s, act='relu', out_act=True, **TINY)
 
   ms_gan = models.build('ms_gan', **TINY)
-  v = _random_variables(ms_gan)
+  v = zoo_checks.random_variables(ms_gan)
   x2, x4 = jax.jit(ms_gan.apply)(v, x)
   stage1 = {col: v[col]['stage_1'] for col in v}
   np.testing.assert_allclose(np.asarray(jax.jit(srr(2).apply)(stage1, x)), np.asarray(x2),
@@ -103,7 +91,7 @@ def test_stages_are_srresnets():
   assert x4.shape == (2, 24, 20, 1)
 
   ms = models.build('ms_srresnet', **TINY)
-  v = _random_variables(ms, seed=1)
+  v = zoo_checks.random_variables(ms, seed=1)
   x2, x4 = jax.jit(ms.apply)(v, x)
   s1, s2 = v['params']['stage_1'], v['params']['stage_2']
   params = dict(s1, tail=s2['tail'], upsample={
@@ -119,7 +107,7 @@ def test_stages_are_srresnets():
 
 def test_train_mode_and_mean_shift():
   model = models.build('ms_gan', **TINY)
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model)
   x = jax.random.uniform(jax.random.PRNGKey(2), (2, 4, 4, 1))
   (x2, x4), upd = jax.jit(lambda v, x: model.apply(v, x, train=True,
                                                     mutable=['batch_stats']))(v, x)

@@ -15,6 +15,7 @@ from medsr_jax import models
 from medsr_jax.errors import InputError
 from medsr_jax.layers import dense
 from medsr_jax.layers import upsample
+from tests import zoo_checks
 
 TINY = dict(embed_dim=12, growth_rate=6, num_heads=2, window_size=4, num_blocks=2)
 
@@ -26,14 +27,6 @@ COUNTS = {('rdst', 4): 4_464_961, ('rdst_e', 4): 2_379_241,
 
 def _shapes(model, h, w, c=1):
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, c))))
-
-
-def _random_variables(model, c=1, seed=0):
-  """Random params of the right shapes without compiling `init` (threefry is slow on XLA:CPU)."""
-  rng = np.random.default_rng(seed)
-  shapes = _shapes(model, 8, 8, c)['params']
-  return {'params': jax.tree_util.tree_map(
-      lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)}
 
 
 @pytest.mark.parametrize('name,scale', sorted(COUNTS))
@@ -54,17 +47,13 @@ def test_count_matches_closed_form_per_block():
 @pytest.mark.parametrize('scale', [2, 3, 4])
 @pytest.mark.parametrize('h,w', [(40, 32), (45, 42), (23, 17)])
 def test_output_shapes_real_config(scale, h, w):
-  model = models.build('rdst_e', scale=scale)
-  x = jax.ShapeDtypeStruct((2, h, w, 1), jnp.float32)
-  v = _shapes(model, 8, 8)
-  y = jax.eval_shape(model.apply, v, x)
-  assert y.shape == (2, scale * h, scale * w, 1) and y.dtype == jnp.float32
+  zoo_checks.check_output_shapes(models.build('rdst_e', scale=scale), [(h, w)])
 
 
 def test_tiny_model_runs_on_odd_sizes_and_three_channels():
   model = models.build('rdst', scale=3, in_channels=3, **TINY)
   x = jax.random.uniform(jax.random.PRNGKey(0), (1, 9, 6, 3))
-  v = _random_variables(model, x.shape[-1])
+  v = zoo_checks.random_variables(model)
   y = jax.jit(model.apply)(v, x)
   assert y.shape == (1, 27, 18, 3) and bool(jnp.all(jnp.isfinite(y)))
   # Edge padding only extends the border, so a crop of the padded result is not the same as a
@@ -79,7 +68,7 @@ def test_tiny_model_runs_on_odd_sizes_and_three_channels():
 def test_padding_no_op_and_mean_shift_identity_at_defaults():
   model = models.build('rdst', scale=2, **TINY)
   x = jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 12, 1))
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model)
   y = jax.jit(model.apply)(v, x)  # no 'constants': mean 0 / std 1 from the attributes
   y_none = jax.jit(models.build('rdst', scale=2, pad_mode='none', **TINY).apply)(v, x)
   np.testing.assert_array_equal(np.asarray(y), np.asarray(y_none))
@@ -171,6 +160,6 @@ def test_registry():
 
 def test_bad_input_shape():
   model = models.build('rdst', scale=2, **TINY)
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model)
   with pytest.raises(InputError):
     model.apply(v, jnp.zeros((1, 8, 8, 3)))

@@ -21,6 +21,7 @@ from medsr_jax.layers import dense
 from medsr_jax.layers import upsample
 from medsr_jax.torch_layouts import rdst as rdst_layout
 from tests import parity_weights
+from tests import zoo_checks
 
 D, N = 60, 8  # embed_dim, RDSTBs
 GFF_PARAMS = {'conv': (N * D * D + D) + (9 * D * D + D),  # conv1x1 480 -> 60, conv3x3 60 -> 60
@@ -46,13 +47,6 @@ def _expected_state_dict_entries(mode, scale):
              ['bottleneck.1.bias', [D], 'param', 'float32']]
   at = [r[0] for r in ref].index('norm.bias') + 1
   return ref[:at] + extra + ref[at:]
-
-
-def _random_variables(model, seed=0):
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-  return {'params': jax.tree_util.tree_map(
-      lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes['params'])}
 
 
 @pytest.mark.parametrize('mode', ['conv', 'mlp'])
@@ -115,11 +109,7 @@ def test_round_trip_is_exact(mode, scale, scan):
 @pytest.mark.parametrize('name', ['rdst_gff', 'rdst_mlp_gff'])
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
-  model = models.build(name, scale=scale)
-  v = models.abstract_variables(model)
-  for h, w in [(40, 32), (45, 42)]:
-    y = jax.eval_shape(model.apply, v, jax.ShapeDtypeStruct((1, h, w, 1), jnp.float32))
-    assert y.shape == (1, scale * h, scale * w, 1)
+  zoo_checks.check_output_shapes(models.build(name, scale=scale), [(40, 32), (45, 42)], batch=1)
 
 
 def _reassembled_forward(model, params, x):
@@ -149,7 +139,7 @@ def _reassembled_forward(model, params, x):
 def test_forward_matches_reassembly_and_skips_norm_and_conv_after_body(mode):
   scan = models.build('rdst', scale=2, gff=mode, **TINY)
   loop = models.build('rdst', scale=2, gff=mode, scan_blocks=False, **TINY)
-  v_loop = _random_variables(loop)
+  v_loop = zoo_checks.random_variables(loop, scale=0.3)
   v = rdst_layout.from_torch(scan, rdst_layout.to_torch(loop, v_loop))  # same weights, stacked
   x = jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 12, 1))
   apply = jax.jit(scan.apply)

@@ -36,20 +36,6 @@ COUNTS = {('srresnet', 2): 1_371_778, ('srresnet', 3): 1_556_418, ('srresnet', 4
 TINY = dict(n_feats=8, n_resblocks=3)
 
 
-def _random_variables(model, seed=0):
-  """Random params (and positive BN variances) of `model` without compiling `init`."""
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-
-  def draw(path, s):
-    if path[-1].key == 'var':
-      return (0.5 + rng.random(s.shape)).astype(np.float32)
-    return (0.2 * rng.standard_normal(s.shape)).astype(np.float32)
-
-  return {col: jax.tree_util.tree_map_with_path(draw, shapes[col])
-          for col in shapes if col != 'constants'}
-
-
 @pytest.mark.parametrize('layout_name,name,scale', LAYOUTS)
 def test_layout_keys_and_trainable_counts(layout_name, name, scale):
   ref = parity_weights.load_layout(layout_name)
@@ -108,14 +94,8 @@ def test_forward_parity(case, name, call):
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
   model = models.build(name, scale=scale)
-  v = models.abstract_variables(model)
-  for h, w in ((24, 24), (45, 36), (17, 10)):
-    x = jax.ShapeDtypeStruct((2, h, w, 1), jnp.float32)
-    if name == 'mdsr':
-      y = jax.eval_shape(lambda v, x: model.apply(v, x, scale), v, x)
-    else:
-      y = jax.eval_shape(model.apply, v, x)
-    assert y.shape == (2, scale * h, scale * w, 1) and y.dtype == jnp.float32
+  call = {'scale': scale} if name == 'mdsr' else {}
+  zoo_checks.check_output_shapes(model, [(24, 24), (45, 36), (17, 10)], **call)
 
 
 def test_three_channels_and_mdsr_default_scale():
@@ -162,7 +142,7 @@ def test_feature_maps_only_numerics_and_mdsr_branches():
   x = jax.random.uniform(jax.random.PRNGKey(1), (1, 6, 5, 1))
   full = models.build('mdsr', scale=3, **TINY)
   feats = models.build('mdsr', scale=3, feature_maps_only=True, **TINY)
-  v = _random_variables(full)
+  v = zoo_checks.random_variables(full)
   f = jax.jit(lambda v, x: feats.apply(v, x, 2.2))(v, x)
   apply3 = jax.jit(lambda v, x: full.apply(v, x, 3))
   y = apply3(v, x)
@@ -183,7 +163,7 @@ def test_feature_maps_only_numerics_and_mdsr_branches():
 def test_scan_and_loop_agree_and_batchnorm_train_mode():
   model = models.build('srresnet', scale=2, **TINY)
   loop = models.build('srresnet', scale=2, scan_blocks=False, **TINY)
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model)
   sd = variables_to_torch('srresnet', v, scale=2, in_channels=1, **TINY)
   assert len({float(sd[f'body.{i}.body.2.weight'][0]) for i in range(3)}) == 1
   v_loop = variables_from_torch('srresnet', sd, scale=2, in_channels=1, scan_blocks=False, **TINY)

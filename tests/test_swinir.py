@@ -27,14 +27,6 @@ LAYOUTS = [(f'{name}{suffix}', name, scale)
 TINY = dict(embed_dim=12, num_layers=2, depth=2, num_heads=2, window_size=4)
 
 
-def _random_variables(model, seed=0):
-  """Random params of the model's shapes without compiling `init`."""
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-  return jax.tree_util.tree_map(
-      lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-
-
 def _tiny(scale=2, **overrides):
   return models.build('swinir_light', scale=scale, **dict(TINY, **overrides))
 
@@ -81,10 +73,7 @@ def test_forward_parity(case, name):
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_output_shapes(name, scale):
   model = models.build(name, scale=scale)
-  v = models.abstract_variables(model)
-  for h, w in [(40, 32), (23, 17)]:  # a window multiple and not
-    y = jax.eval_shape(model.apply, v, jax.ShapeDtypeStruct((2, h, w, 1), jnp.float32))
-    assert y.shape == (2, scale * h, scale * w, 1) and y.dtype == jnp.float32
+  zoo_checks.check_output_shapes(model, [(40, 32), (23, 17)])  # a window multiple and not
 
 
 def test_no_shifted_windows_at_x4_with_the_reference_patch_size():
@@ -110,7 +99,7 @@ def test_shifted_variant_differs_and_default_follows_the_reference_rule():
   x = jax.random.uniform(jax.random.PRNGKey(1), (1, 8, 12, 1))
   plain = _tiny(scale=4, torch_patch_size=8)  # construction size (8 // 4 // 4 + 1) * 4 = 4
   assert plain.shift_size() == 0
-  v = _random_variables(plain)
+  v = zoo_checks.random_variables(plain, scale=0.3)
   y = jax.jit(plain.apply)(v, x)
   y_off = jax.jit(_tiny(scale=4, shift_windows=False).apply)(v, x)
   y_on = jax.jit(_tiny(scale=4, torch_patch_size=8, shift_windows=True).apply)(v, x)
@@ -121,7 +110,7 @@ def test_shifted_variant_differs_and_default_follows_the_reference_rule():
 def test_padding_reproduces_check_image_size():
   """Input padded (reflect, bottom/right) to a window multiple, output cropped after upsampling."""
   model = _tiny(scale=3)
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model, scale=0.3)
   x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (1, 6, 9, 1)))
   y = jax.jit(model.apply)(v, x)
   assert y.shape == (1, 18, 27, 1)
@@ -136,7 +125,7 @@ def test_padding_reproduces_check_image_size():
 
 def test_drop_path_only_in_training():
   model = _tiny(scale=2, drop_path_rate=0.5)
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model, scale=0.3)
   x = jax.random.uniform(jax.random.PRNGKey(3), (2, 8, 8, 1))
   run = jax.jit(lambda v, x, seed, train: model.apply(
       v, x, train=train, rngs={'dropout': jax.random.PRNGKey(seed)}), static_argnums=3)
@@ -161,7 +150,7 @@ def test_rgb_mean_is_subtracted_and_added_back():
   model = _tiny(scale=2, in_channels=3)
   np.testing.assert_allclose(model.channel_mean(), swinir.RGB_MEAN)
   zero = _tiny(scale=2, in_channels=3, mean=(0.0, 0.0, 0.0))
-  v = _random_variables(model)
+  v = zoo_checks.random_variables(model, scale=0.3)
   x = jax.random.uniform(jax.random.PRNGKey(4), (1, 8, 8, 3))
   m = jnp.asarray(swinir.RGB_MEAN)
   y = jax.jit(model.apply)(v, x)
@@ -198,4 +187,4 @@ def test_errors():
     models.build('swinir_light', shift_size=4)  # not an option: use shift_windows
   model = _tiny()
   with pytest.raises(InputError, match='expects'):
-    model.apply(_random_variables(model), jnp.zeros((1, 8, 8, 3)))
+    model.apply(zoo_checks.random_variables(model, scale=0.3), jnp.zeros((1, 8, 8, 3)))

@@ -122,10 +122,7 @@ def test_attn_mask_of_another_construction_size_is_accepted():
 
 def test_three_channels_and_non_diagonal_mean_shift():
   model = models.build('rdst_e', scale=2, in_channels=3)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32)))
-  rng = np.random.default_rng(0)
-  v = {'params': jax.tree_util.tree_map(
-      lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes['params']),
+  v = {'params': zoo_checks.random_like(models.abstract_variables(model)['params'], scale=1.0),
        'constants': {'mean_shift': {'mean': np.array([0.4, 0.45, 0.5], np.float32),
                                     'std': np.array([1.0, 0.5, 0.25], np.float32)}}}
   sd = variables_to_torch('rdst_e', v, scale=2, in_channels=3)

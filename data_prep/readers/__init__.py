@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from data_prep import volume_io
 from medsr_jax.errors import InputError
 
 DATASETS = ('oasis', 'brats', 'acdc', 'covid_ct', 'folder')
@@ -127,6 +128,22 @@ def sorted_volumes(volumes: Sequence[VolumeSpec]) -> list[VolumeSpec]:
                        f'{v.images[0]}')
     seen[v.volume] = v
   return out
+
+
+def loaded(spec: VolumeSpec, options: ReaderOptions, channels: Sequence) -> Loaded:
+  """The `Loaded` of `channels` (volume_io.Volume, already read, on one grid) and, when labels
+  are read, the label volume `spec.label`, checked against the first channel's grid."""
+  first = channels[0]
+  label = None
+  if options.labels and spec.label:
+    label = volume_io.read_label(spec.label, like=first).data
+  return Loaded(channels=[v.data for v in channels], label=label, affine=first.affine,
+                zooms=first.zooms)
+
+
+def load_single(spec: VolumeSpec, options: ReaderOptions) -> Loaded:
+  """`load` of a one-channel volume: the image `spec.images[0]` and its label."""
+  return loaded(spec, options, [volume_io.read_volume(spec.images[0])])
 
 
 def same_grid(channels: Sequence, names: Sequence[str]) -> None:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 import re
 
-from data_prep import volume_io
 from data_prep.readers import Discovery, Loaded, ReaderOptions, VolumeSpec
-from data_prep.readers import check_src, sorted_volumes
+from data_prep.readers import check_src, load_single, sorted_volumes
 from medsr_jax.errors import InputError
 
 PATIENT_RE = re.compile(r'^patient\d+$')
@@ -73,8 +72,4 @@ def discover(src: str, options: ReaderOptions) -> Discovery:
 
 
 def load(spec: VolumeSpec, options: ReaderOptions) -> Loaded:
-  image = volume_io.read_volume(spec.images[0])
-  label = None
-  if options.labels and spec.label:
-    label = volume_io.read_label(spec.label, like=image).data
-  return Loaded(channels=[image.data], label=label, affine=image.affine, zooms=image.zooms)
+  return load_single(spec, options)

@@ -25,7 +25,7 @@ import os
 
 from data_prep import volume_io
 from data_prep.readers import Discovery, Loaded, ReaderOptions, VolumeSpec
-from data_prep.readers import check_src, same_grid, sorted_volumes
+from data_prep.readers import check_src, loaded, same_grid, sorted_volumes
 from medsr_jax.errors import InputError
 
 MODALITIES = ('t1ce', 't1', 't2', 'flair')
@@ -95,8 +95,4 @@ def load(spec: VolumeSpec, options: ReaderOptions) -> Loaded:
       raise InputError(f'{path}: missing {name} modality of BraTS subject {spec.subject}')
   vols = [volume_io.read_volume(p) for p in spec.images]
   same_grid(vols, names)
-  label = None
-  if options.labels and spec.label:
-    label = volume_io.read_label(spec.label, like=vols[0]).data
-  return Loaded(channels=[v.data for v in vols], label=label, affine=vols[0].affine,
-                zooms=vols[0].zooms)
+  return loaded(spec, options, vols)

@@ -36,7 +36,7 @@ import numpy as np
 
 from data_prep import volume_io
 from data_prep.readers import Discovery, Loaded, ReaderOptions, VolumeSpec
-from data_prep.readers import check_src, sorted_volumes
+from data_prep.readers import check_src, loaded, sorted_volumes
 from medsr_jax.errors import InputError
 
 MODALITIES = ['ct']
@@ -133,10 +133,9 @@ def discover(src: str, options: ReaderOptions) -> Discovery:
 
 def load(spec: VolumeSpec, options: ReaderOptions) -> Loaded:
   image = volume_io.read_volume(spec.images[0])
-  label = None
-  if options.labels and spec.label:
-    label = volume_io.read_label(spec.label, like=image).data
+  out = loaded(spec, options, [image])
+  if out.label is not None:
     for extra in spec.extra_labels:  # Lung_Mask (1, 2) + Infection_Mask (1) -> 1, 2, 3
       infection = volume_io.read_label(extra, like=image).data
-      label = np.where(infection > 0, INFECTION_LABEL, label).astype(np.uint8)
-  return Loaded(channels=[image.data], label=label, affine=image.affine, zooms=image.zooms)
+      out.label = np.where(infection > 0, INFECTION_LABEL, out.label).astype(np.uint8)
+  return out

@@ -31,7 +31,7 @@ from typing import Optional
 
 from data_prep import volume_io
 from data_prep.readers import Discovery, Loaded, ReaderOptions, VolumeSpec
-from data_prep.readers import check_src, sorted_volumes
+from data_prep.readers import check_src, load_single, loaded, sorted_volumes
 from medsr_jax.errors import InputError
 
 LABEL_DIRS = ('labels', 'label', 'masks', 'mask', 'seg', 'segmentations')
@@ -167,11 +167,7 @@ def discover(src: str, options: ReaderOptions) -> Discovery:
 
 
 def load(spec: VolumeSpec, options: ReaderOptions) -> Loaded:
-  if spec.dicom_files:
-    image = volume_io.read_dicom_series(list(spec.dicom_files), name=spec.images[0])
-  else:
-    image = volume_io.read_volume(spec.images[0])
-  label = None
-  if options.labels and spec.label:
-    label = volume_io.read_label(spec.label, like=image).data
-  return Loaded(channels=[image.data], label=label, affine=image.affine, zooms=image.zooms)
+  if not spec.dicom_files:
+    return load_single(spec, options)
+  image = volume_io.read_dicom_series(list(spec.dicom_files), name=spec.images[0])
+  return loaded(spec, options, [image])

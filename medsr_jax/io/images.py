@@ -102,9 +102,51 @@ def analyze_pair(path: str) -> tuple[str, str]:
   return stem + hdr_ext, stem + img_ext
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+  """An exception as one line, 'Type: message', for InputError messages."""
   text = ' '.join(str(e).split())
   return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+def check_file(path: str) -> None:
+  """InputError unless `path` is an existing, readable regular file."""
+  if not os.path.exists(path):
+    raise InputError(f'{path}: file not found')
+  if not os.path.isfile(path):
+    raise InputError(f'{path}: not a regular file')
+  if not os.access(path, os.R_OK):
+    raise InputError(f'{path}: file is not readable (permission denied)')
+
+
+def nibabel_path(path: str, kind: str) -> str:
+  """The file nibabel loads for `path`: an Analyze pair's header (InputError naming the missing
+  file if the pair is incomplete), else `path` itself."""
+  if kind != 'analyze':
+    return path
+  hdr, img = analyze_pair(path)
+  for f in (hdr, img):
+    if not os.path.isfile(f):
+      raise InputError(f'{path}: the Analyze pair is incomplete, {f} not found')
+  return hdr
+
+
+def squeeze_trailing(data: np.ndarray) -> np.ndarray:
+  """Drops trailing singleton axes beyond the third: OASIS' (X, Y, Z, 1) -> (X, Y, Z)."""
+  while data.ndim > 3 and data.shape[-1] == 1:
+    data = data[..., 0]
+  return data
+
+
+def check_finite(data: np.ndarray, path: str, what: str = 'value') -> None:
+  """InputError naming `path` and counting the NaN, then infinite, `what`s of `data`."""
+  if data.dtype.kind not in 'fc':
+    return
+  n_nan = int(np.count_nonzero(np.isnan(data)))
+  if n_nan:
+    raise InputError(f'{path}: contains {n_nan} NaN {what}(s)')
+  n_inf = int(np.count_nonzero(np.isinf(data)))
+  if n_inf:
+    raise InputError(f'{path}: contains {n_inf} infinite {what}(s)')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,14 +183,14 @@ def _read_png(path: str) -> tuple[np.ndarray, np.dtype, int]:
   except InputError:
     raise
   except Exception as e:  # Pillow raises many types for broken files.
-    raise InputError(f'{path}: cannot read PNG ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read PNG ({one_line(e)})') from e
 
 
 def _read_npy(path: str) -> tuple[np.ndarray, np.dtype]:
   try:
     arr = np.load(path, allow_pickle=False)
   except Exception as e:  # ValueError (pickled / object), OSError, EOFError, ...
-    raise InputError(f'{path}: cannot read .npy ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read .npy ({one_line(e)})') from e
   if not isinstance(arr, np.ndarray):
     raise InputError(f'{path}: not a single .npy array')
   if arr.dtype.kind not in 'biuf':
@@ -158,20 +200,14 @@ def _read_npy(path: str) -> tuple[np.ndarray, np.dtype]:
 
 def _read_volume(path: str, kind: str):
   import nibabel as nib  # pylint: disable=g-import-not-at-top
-  load_path = path
-  if kind == 'analyze':
-    hdr, img = analyze_pair(path)
-    for f in (hdr, img):
-      if not os.path.isfile(f):
-        raise InputError(f'{path}: the Analyze pair is incomplete, {f} not found')
-    load_path = hdr
+  load_path = nibabel_path(path, kind)
   try:
     vol = nib.load(load_path)
     data = np.asarray(vol.get_fdata(dtype=np.float64))
     dtype = np.dtype(vol.header.get_data_dtype())
   except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors, ...
     name = 'NIfTI' if kind == 'nifti' else 'Analyze'
-    raise InputError(f'{path}: cannot read {name} file ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot read {name} file ({one_line(e)})') from e
   slope = getattr(vol.dataobj, 'slope', 1.0)
   inter = getattr(vol.dataobj, 'inter', 0.0)
   scaled = dtype.kind in 'iu' and (float(slope) != 1.0 or float(inter) != 0.0)
@@ -191,12 +227,7 @@ def read_image(path: str, *, axis: int = 2) -> Image:
   """
   path = os.fspath(path)
   kind = image_kind(path)
-  if not os.path.exists(path):
-    raise InputError(f'{path}: file not found')
-  if not os.path.isfile(path):
-    raise InputError(f'{path}: not a regular file')
-  if not os.access(path, os.R_OK):
-    raise InputError(f'{path}: file is not readable (permission denied)')
+  check_file(path)
 
   bit_depth = header = affine = image_class = None
   scaled = False
@@ -209,9 +240,7 @@ def read_image(path: str, *, axis: int = 2) -> Image:
     header, affine, image_class = vol.header, np.asarray(vol.affine), type(vol)
 
   disk_shape = tuple(arr.shape)
-  data = np.asarray(arr, dtype=np.float64)
-  while data.ndim > 3 and data.shape[-1] == 1:
-    data = data[..., 0]
+  data = squeeze_trailing(np.asarray(arr, dtype=np.float64))
   image = Image(data=data, kind=kind, path=path, disk_shape=disk_shape, dtype=dtype,
                 bit_depth=bit_depth, header=header, affine=affine, image_class=image_class,
                 scaled=scaled)
@@ -235,12 +264,7 @@ def validate(image: Image, *, axis: int = 2) -> None:
                      f'shape {image.disk_shape}')
   if data.size == 0:
     raise InputError(f'{path}: empty data of shape {image.disk_shape}')
-  n_nan = int(np.count_nonzero(np.isnan(data)))
-  if n_nan:
-    raise InputError(f'{path}: contains {n_nan} NaN value(s)')
-  n_inf = int(np.count_nonzero(np.isinf(data)))
-  if n_inf:
-    raise InputError(f'{path}: contains {n_inf} infinite value(s)')
+  check_finite(data, path)
   lo, hi = float(data.min()), float(data.max())
   if lo == hi:
     raise InputError(f'{path}: every value is {lo:g} (constant image), nothing to super-resolve')
@@ -427,4 +451,4 @@ def write_image(path: str, data: np.ndarray, like: Image,
     else:
       _write_analyze(path, data, like, zoom_factors)
   except OSError as e:  # permission denied, disk full, ...
-    raise InputError(f'{path}: cannot write ({_one_line(e)})') from e
+    raise InputError(f'{path}: cannot write ({one_line(e)})') from e

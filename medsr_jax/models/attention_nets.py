@@ -55,121 +55,91 @@ Run `python -m pytest tests/test_attention_nets.py`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medsr_jax.errors import InputError
 from medsr_jax.layers import attention
 from medsr_jax.layers import common
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 
 
-def _residual_groups(model: nn.Module, x: jax.Array, ada_conv: bool, emit: bool):
-  """The body's residual groups, created inside `model`'s compact method (names 'body' or
-  'body_{i}'). Returns (last output, the stacked outputs of every group if `emit`)."""
-  kw = dict(features=model.features, num_blocks=model.num_blocks, reduction=model.reduction,
-            ada_conv=ada_conv, init_scheme=model.init_scheme, scan_blocks=model.scan_blocks)
-  if model.scan_blocks:
-    groups = nn.scan(attention.ScannedResidualGroup,
-                     variable_axes={'params': 0, attention.INTERMEDIATES: 0,
-                                     attention.MASK_OVERRIDE: 0},
-                     split_rngs={'params': True}, length=model.num_groups)
-    return groups(**kw, emit=emit, name='body')(x, None)
-  outs = []
-  for i in range(model.num_groups):
-    x = attention.ResidualGroup(**kw, name=f'body_{i}')(x)
-    outs.append(x)
-  return x, (jnp.stack(outs) if emit else None)
-
-
-def _check(model: nn.Module) -> None:
-  common.check_init_scheme(model.init_scheme)
-  upsample.upsample_steps(model.scale)
-  attention.ca_reduced(model.features, model.reduction)
-  if model.num_groups < 1 or model.num_blocks < 1:
-    raise ValueError('num_groups and num_blocks must be >= 1')
-
-
-def _check_input(name: str, x: jax.Array, c: int) -> None:
-  if x.ndim != 4 or x.shape[-1] != c:
-    raise InputError(f'{name} expects (B, H, W, {c}) input, got {x.shape}')
-
-
-class RCAN(nn.Module):
-  """The author's RCAN (Ada-conv RCABs by default) for x2 / x3 / x4 SR, NHWC in and out."""
-  scale: int = 4
-  in_channels: int = 1
+class _ResidualGroupSR(base.MeanShiftSR):
+  """Fields and checks shared by RCAN and HAN (residual groups of RCABs)."""
   features: int = 64
   num_groups: int = 10
   num_blocks: int = 20
   reduction: int = 16
+  scan_blocks: bool = True
+
+  def check_config(self) -> None:
+    """Raises ValueError for a configuration the reference cannot build."""
+    common.check_init_scheme(self.init_scheme)
+    upsample.upsample_steps(self.scale)
+    attention.ca_reduced(self.features, self.reduction)
+    if self.num_groups < 1 or self.num_blocks < 1:
+      raise ValueError('num_groups and num_blocks must be >= 1')
+
+  @nn.nowrap
+  def residual_groups(self, x: jax.Array, ada_conv: bool, emit: bool):
+    """The body's residual groups, created inside the compact `__call__` (names 'body' or
+    'body_{i}'). Returns (last output, the stacked outputs of every group if `emit`)."""
+    kw = dict(features=self.features, num_blocks=self.num_blocks, reduction=self.reduction,
+              ada_conv=ada_conv, init_scheme=self.init_scheme, scan_blocks=self.scan_blocks)
+    if self.scan_blocks:
+      groups = nn.scan(attention.ScannedResidualGroup,
+                       variable_axes={'params': 0, attention.INTERMEDIATES: 0,
+                                       attention.MASK_OVERRIDE: 0},
+                       split_rngs={'params': True}, length=self.num_groups)
+      return groups(**kw, emit=emit, name='body')(x, None)
+    outs = []
+    for i in range(self.num_groups):
+      x = attention.ResidualGroup(**kw, name=f'body_{i}')(x)
+      outs.append(x)
+    return x, (jnp.stack(outs) if emit else None)
+
+
+class RCAN(_ResidualGroupSR):
+  """The author's RCAN (Ada-conv RCABs by default) for x2 / x3 / x4 SR, NHWC in and out.
+
+  `__call__(x, train=False)`: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels);
+  `train` is unused (no BN or dropout).
+  """
   ada_conv: bool = True
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  scan_blocks: bool = True
 
-  def check_config(self) -> None:
-    """Raises ValueError for a configuration the reference cannot build."""
-    _check(self)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels). `train` is unused."""
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head -> residual groups -> body_conv -> + head."""
     del train  # no BN or dropout
-    self.check_config()
-    _check_input('RCAN', x, self.in_channels)
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-    x0 = common.conv3x3(self.features, init_scheme=self.init_scheme, name='head')(shift.sub(x))
-    res, _ = _residual_groups(self, x0, self.ada_conv, emit=False)
-    res = common.conv3x3(self.features, init_scheme=self.init_scheme, name='body_conv')(res)
-    y = upsample.UpSampler(self.scale, self.features, init_scheme=self.init_scheme,
-                           name='upsample')(res + x0)
-    y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
-    return shift.add(y)
+    x0 = self.conv(self.features, 'head')(x)
+    res, _ = self.residual_groups(x0, self.ada_conv, emit=False)
+    return self.global_skip(res, x0)
 
 
-class HAN(nn.Module):
-  """The author's HAN (128 features, LAM + CSAM) for x2 / x3 / x4 SR, NHWC in and out."""
-  scale: int = 4
-  in_channels: int = 1
+class HAN(_ResidualGroupSR):
+  """The author's HAN (128 features, LAM + CSAM) for x2 / x3 / x4 SR, NHWC in and out.
+
+  `__call__(x, train=False)`: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels);
+  `train` is unused.
+  """
   features: int = 128
-  num_groups: int = 10
-  num_blocks: int = 20
-  reduction: int = 16
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  scan_blocks: bool = True
 
-  def check_config(self) -> None:
-    """Raises ValueError for a configuration the reference cannot build."""
-    _check(self)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels). `train` is unused."""
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head -> groups -> body_conv; LAM over all group outputs, CSAM; 'last' conv -> + head."""
     del train
-    self.check_config()
-    _check_input('HAN', x, self.in_channels)
-    f, conv_kw = self.features, dict(init_scheme=self.init_scheme)
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-    x0 = common.conv3x3(f, name='head', **conv_kw)(shift.sub(x))
-    res, groups = _residual_groups(self, x0, ada_conv=False, emit=True)
-    out1 = common.conv3x3(f, name='body_conv', **conv_kw)(res)
+    f = self.features
+    x0 = self.conv(f, 'head')(x)
+    res, groups = self.residual_groups(x0, ada_conv=False, emit=True)
+    out1 = self.conv(f, 'body_conv')(res)
     # Newest first: body_conv output, then group num_groups - 1, ..., group 0 -> (B, H, W, N, F).
     stacked = jnp.concatenate([out1[None], groups[::-1]], axis=0)
     layers = attention.LayerAttention(name='la')(jnp.moveaxis(stacked, 0, 3))
-    out2 = common.conv3x3(f, name='last_conv', **conv_kw)(layers)
+    out2 = self.conv(f, 'last_conv')(layers)
     out1 = attention.ChannelSpatialAttention(self.init_scheme, name='csa')(out1)
-    res = common.conv3x3(f, name='last', **conv_kw)(jnp.concatenate([out1, out2], axis=-1))
-    y = upsample.UpSampler(self.scale, f, name='upsample', **conv_kw)(res + x0)
-    y = common.conv3x3(self.in_channels, name='conv_last', **conv_kw)(y)
-    return shift.add(y)
+    return self.global_skip(jnp.concatenate([out1, out2], axis=-1), x0, 'last')
 
 
 registry.register('rcan', registry.make_constructor(RCAN))

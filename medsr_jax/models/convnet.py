@@ -34,15 +34,14 @@ Run `python -m pytest tests/test_convnet.py`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 
 LN_EPS = 1e-6
@@ -75,10 +74,8 @@ class ScannedConvNeXtBlock(ConvNeXtBlock):
     return super().__call__(x), None
 
 
-class ConvNetSR(nn.Module):
+class ConvNetSR(base.MeanShiftSR):
   """ConvNeXt-block SR network for x2 / x3 / x4 (NHWC in and out)."""
-  scale: int = 4
-  in_channels: int = 1
   features: int = 64
   num_blocks: int = 16
   kernel_size: int = 7
@@ -86,9 +83,6 @@ class ConvNetSR(nn.Module):
   layer_scale_init: float = LAYER_SCALE_INIT
   res_scale: float = 1.0
   mean_shift_in_forward: bool = False
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
   scan_blocks: bool = True
 
   def check_config(self) -> None:
@@ -103,13 +97,12 @@ class ConvNetSR(nn.Module):
     """x: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels). `train` is unused."""
     del train  # no dropout, DropPath or BN
     self.check_config()
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise InputError(f'ConvNetSR expects (B, H, W, {self.in_channels}) input, got {x.shape}')
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+    self.check_input(x)
+    shift = self.mean_shift()
     shifted = shift.sub(x)  # computed always so 'constants' exist; XLA drops it when unused
     if self.mean_shift_in_forward:
       x = shifted
-    x0 = common.conv3x3(self.features, init_scheme=self.init_scheme, name='head')(x)
+    x0 = self.conv(self.features, 'head')(x)
     kw = dict(features=self.features, kernel_size=self.kernel_size, expansion=self.expansion,
               layer_scale_init=self.layer_scale_init)
     if self.scan_blocks:
@@ -120,10 +113,7 @@ class ConvNetSR(nn.Module):
       y = x0
       for i in range(self.num_blocks):
         y = ConvNeXtBlock(**kw, name=f'body_{i}')(y)
-    y = y + x0 * self.res_scale
-    y = upsample.UpSampler(self.scale, self.features, init_scheme=self.init_scheme,
-                           name='upsample')(y)
-    y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
+    y = self.upsample_tail(y + x0 * self.res_scale)
     return shift.add(y) if self.mean_shift_in_forward else y
 
 

@@ -57,16 +57,14 @@ Run `python -m pytest tests/test_dense_nets.py`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 
 DENSE_TYPES = ('all', 'h', 'hl')
@@ -83,27 +81,22 @@ def _check_common(model: nn.Module, positive: dict[str, int]) -> None:
     raise ValueError(f'{type(model).__name__}: {", ".join(bad)} must be >= 1')
 
 
-def _check_input(model: nn.Module, x: jax.Array) -> None:
-  if x.ndim != 4 or x.shape[-1] != model.in_channels:
-    raise InputError(f'{type(model).__name__} expects (B, H, W, {model.in_channels}) input, '
-                     f'got {x.shape}')
+class _DenseSR(base.FeatureExtractorSR):
+  """What the three models share: `features` feed the tail (UpSampler(features) -> conv_last)."""
+  features: int = 64
+
+  @property
+  def feature_channels(self) -> int:
+    """Channels of the features that feed the tail (the output with `feature_maps_only`)."""
+    return self.features
 
 
-def _tail(model: nn.Module, features: jax.Array) -> jax.Array:
-  """UpSampler (`upsample`) -> conv3x3 (`conv_last`) back to `in_channels` (tail.0 / tail.1)."""
-  y = upsample.UpSampler(model.scale, features.shape[-1], init_scheme=model.init_scheme,
-                         name='upsample')(features)
-  return common.conv3x3(model.in_channels, init_scheme=model.init_scheme, name='conv_last')(y)
-
-
-class SRDenseNet(nn.Module):
+class SRDenseNet(_DenseSR):
   """SRDenseNet (reference MIASSR `srdensenet.py`) for x2 / x3 / x4 SR, NHWC in and out.
 
   Params: head, body_{b}/body_{l}/conv (block b, layer l), bottleneck, upsample/conv_{n},
   conv_last; 'constants'/mean_shift.
   """
-  scale: int = 4
-  in_channels: int = 1
   growth_rate: int = 16
   num_blocks: int = 8
   num_layers: int = 8
@@ -111,15 +104,6 @@ class SRDenseNet(nn.Module):
   dense_type: str = 'all'
   act: str = 'relu'
   dense_scale: float = 1.0
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  feature_maps_only: bool = False
-
-  @property
-  def feature_channels(self) -> int:
-    """Channels of the features that feed the tail (the output with `feature_maps_only`)."""
-    return self.features
 
   def block_widths(self) -> list[int]:
     """Input width of each dense block (16, 144, ..., 912 at the defaults)."""
@@ -143,17 +127,11 @@ class SRDenseNet(nn.Module):
     if self.dense_type not in DENSE_TYPES:
       raise ValueError(f'dense_type must be one of {DENSE_TYPES}, got {self.dense_type!r}')
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, H, W, C) -> (B, sH, sW, C), or (B, H, W, features) with `feature_maps_only`."""
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head -> dense blocks -> [concat per `dense_type`] -> 1x1 bottleneck (`features` ch)."""
     del train  # no BatchNorm or dropout
-    self.check_config()
-    _check_input(self, x)
-    shift = None
-    if not self.feature_maps_only:
-      shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-      x = shift.sub(x)
-    head = common.conv3x3(self.growth_rate, init_scheme=self.init_scheme, name='head')(x)
+    head = self.conv(self.growth_rate, 'head')(x)
     factory = dense.conv_dense_factory(self.growth_rate, self.act, self.init_scheme)
     t, outputs = head, []
     for b in range(self.num_blocks):
@@ -163,21 +141,16 @@ class SRDenseNet(nn.Module):
       t = jnp.concatenate([head] + outputs, axis=-1)
     elif self.dense_type == 'hl':
       t = jnp.concatenate([head, t], axis=-1)
-    feats = common.Conv2d(self.features, 1, init_scheme=self.init_scheme, name='bottleneck')(t)
-    if self.feature_maps_only:
-      return feats
-    return shift.add(_tail(self, feats))
+    return self.conv(self.features, 'bottleneck', kernel_size=1)(t)
 
 
-class RDN(nn.Module):
+class RDN(_DenseSR):
   """Residual dense network (reference `rdn.py`, MIASSR ini [RDN]) for x2 / x3 / x4, NHWC.
 
   Params: head, F0, body (scanned RDBs: dense/body_{l}/conv, bottle_neck) or body_{i},
   bottleneck_0 (GFF 1x1), bottleneck_1 (GFF 3x3), upsample/conv_{n}, conv_last;
   'constants'/mean_shift.
   """
-  scale: int = 4
-  in_channels: int = 1
   features: int = 64
   growth_rate: int = 32
   num_layers: int = 6
@@ -186,34 +159,19 @@ class RDN(nn.Module):
   dense_scale: float = 1.0
   block_residual_scale: float = 1.0
   global_res_scale: float = 1.0
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
   scan_blocks: bool = True
-  feature_maps_only: bool = False
-
-  @property
-  def feature_channels(self) -> int:
-    """Channels of the features that feed the tail (the output with `feature_maps_only`)."""
-    return self.features
 
   def check_config(self) -> None:
     """Raises ValueError for a configuration the reference cannot build."""
     _check_common(self, dict(features=self.features, growth_rate=self.growth_rate,
                              num_layers=self.num_layers, num_blocks=self.num_blocks))
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, H, W, C) -> (B, sH, sW, C), or (B, H, W, features) with `feature_maps_only`."""
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head (F_-1) -> F0 -> RDBs -> GFF(concat of every RDB output) * global_res_scale + F_-1."""
     del train  # no BatchNorm or dropout
-    self.check_config()
-    _check_input(self, x)
-    shift = None
-    if not self.feature_maps_only:
-      shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-      x = shift.sub(x)
-    f_1 = common.conv3x3(self.features, init_scheme=self.init_scheme, name='head')(x)
-    t = common.conv3x3(self.features, init_scheme=self.init_scheme, name='F0')(f_1)
+    f_1 = self.conv(self.features, 'head')(x)
+    t = self.conv(self.features, 'F0')(f_1)
     kw = dict(growth=self.growth_rate, num_layers=self.num_layers, act=self.act,
               dense_scale=self.dense_scale, residual_scale=self.block_residual_scale,
               init_scheme=self.init_scheme)
@@ -229,22 +187,16 @@ class RDN(nn.Module):
         t = dense.ResidualDenseBlock(**kw, name=f'body_{i}')(t)
         outs.append(t)
       gff_in = jnp.concatenate(outs, axis=-1)
-    g = common.Conv2d(self.features, 1, init_scheme=self.init_scheme, name='bottleneck_0')(gff_in)
-    g = common.conv3x3(self.features, init_scheme=self.init_scheme, name='bottleneck_1')(g)
-    feats = g * self.global_res_scale + f_1
-    if self.feature_maps_only:
-      return feats
-    return shift.add(_tail(self, feats))
+    g = self.conv(self.features, 'bottleneck_0', kernel_size=1)(gff_in)
+    return self.global_skip(g, f_1, 'bottleneck_1', self.global_res_scale)
 
 
-class ESRGAN(nn.Module):
+class ESRGAN(_DenseSR):
   """ESRGAN generator with RRDBs (reference MIASSR `esrgan.py`) for x2 / x3 / x4, NHWC.
 
   Params: head, body (scanned RRDBs: body_{k}/dense/body_{l}/conv, body_{k}/bottle_neck) or
   body_{i}, body_conv, upsample/conv_{n}, conv_last; 'constants'/mean_shift.
   """
-  scale: int = 4
-  in_channels: int = 1
   features: int = 64
   growth_rate: int = 32
   num_layers: int = 4
@@ -255,16 +207,7 @@ class ESRGAN(nn.Module):
   rdb_residual_scale: float = 0.2
   rrdb_residual_scale: float = 0.2
   global_res_scale: float = 1.0
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
   scan_blocks: bool = True
-  feature_maps_only: bool = False
-
-  @property
-  def feature_channels(self) -> int:
-    """Channels of the features that feed the tail (the output with `feature_maps_only`)."""
-    return self.features
 
   def check_config(self) -> None:
     """Raises ValueError for a configuration the reference cannot build."""
@@ -272,17 +215,11 @@ class ESRGAN(nn.Module):
                              num_layers=self.num_layers, num_rdb=self.num_rdb,
                              num_blocks=self.num_blocks))
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, H, W, C) -> (B, sH, sW, C), or (B, H, W, features) with `feature_maps_only`."""
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head -> RRDBs -> body_conv, * global_res_scale, + head."""
     del train  # no BatchNorm or dropout
-    self.check_config()
-    _check_input(self, x)
-    shift = None
-    if not self.feature_maps_only:
-      shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-      x = shift.sub(x)
-    x0 = common.conv3x3(self.features, init_scheme=self.init_scheme, name='head')(x)
+    x0 = self.conv(self.features, 'head')(x)
     kw = dict(growth=self.growth_rate, num_layers=self.num_layers, num_rdb=self.num_rdb,
               act=self.act, dense_scale=self.dense_scale,
               rdb_residual_scale=self.rdb_residual_scale,
@@ -295,11 +232,7 @@ class ESRGAN(nn.Module):
       t = x0
       for i in range(self.num_blocks):
         t = dense.RRDB(**kw, name=f'body_{i}')(t)
-    t = common.conv3x3(self.features, init_scheme=self.init_scheme, name='body_conv')(t)
-    feats = t * self.global_res_scale + x0
-    if self.feature_maps_only:
-      return feats
-    return shift.add(_tail(self, feats))
+    return self.global_skip(t, x0, 'body_conv', self.global_res_scale)
 
 
 registry.register('srdensenet', registry.make_constructor(SRDenseNet))

@@ -65,8 +65,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -75,6 +76,7 @@ import numpy as np
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import meta_upscale
+from medsr_jax.models import base
 from medsr_jax.models import registry
 
 # Scale sampling of the reference trainer (spec §4.3): one nominal scale per batch, uniform over
@@ -139,16 +141,6 @@ def _build_feature_extractor(name: str, in_channels: int, init_scheme: str, opti
   return model.clone(parent=None)  # unbound even when built inside a module method
 
 
-def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat(v, prefix + (str(k),)))
-    else:
-      out[prefix + (str(k),)] = v
-  return out
-
-
 @functools.lru_cache(maxsize=64)
 def dead_tail_leaves(name: str, in_channels: int, init_scheme: str, options_key: tuple,
                      tail_scale: float) -> tuple[DeadLeaf, ...]:
@@ -162,8 +154,8 @@ def dead_tail_leaves(name: str, in_channels: int, init_scheme: str, options_key:
   feat_v = registry.abstract_variables(feat)
   leaves = []
   for col in ('params', 'batch_stats'):
-    have = _flat(feat_v.get(col, {}))
-    every = _flat(full_v.get(col, {}))
+    have = traverse_util.flatten_dict(feat_v.get(col, {}))
+    every = traverse_util.flatten_dict(full_v.get(col, {}))
     for path, leaf in have.items():
       if path not in every or every[path].shape != leaf.shape:
         raise InputError(f'{name}: the feature_maps_only variable {col}/{"/".join(path)} is '
@@ -213,7 +205,7 @@ class _VariableTree(nn.Module):
       _VariableTree(tuple(sub), name=name)()
 
 
-class MetaSR(nn.Module):
+class MetaSR(base.MeanShiftSR):
   """Feature extractor + meta-upscale module for any scale s >= 1 (NHWC in and out).
 
   Attributes:
@@ -228,15 +220,11 @@ class MetaSR(nn.Module):
     init_scheme, mean, std: as for every model of the zoo.
   """
   scale: float = 4.0
-  in_channels: int = 1
   feature_extractor: str = 'edsr_lite'
   feature_options: Any = ()
   kernel_size: int = 3
   weight_hidden: int = 256
   reference_tail_scale: Optional[float] = None
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
 
   @nn.nowrap
   def check_config(self) -> None:
@@ -266,8 +254,7 @@ class MetaSR(nn.Module):
   @nn.nowrap
   def feature_channels(self) -> int:
     """Channels of the features fed to the meta-upscale module."""
-    fe = self.feature_model()
-    return int(getattr(fe, 'feature_channels', None) or fe.n_feats)
+    return int(self.feature_model().feature_channels)
 
   @nn.nowrap
   def dead_tail_leaves(self, tail_scale: Optional[float] = None) -> tuple[DeadLeaf, ...]:
@@ -291,9 +278,8 @@ class MetaSR(nn.Module):
     """x: (B, h, w, C), scale: static float >= 1 -> (B, int(scale h), int(scale w), C)."""
     self.check_config()
     s = meta_upscale.static_scale(self.scale if scale is None else scale)
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise InputError(f'MetaSR expects (B, H, W, {self.in_channels}) input, got {x.shape}')
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+    self.check_input(x)
+    shift = self.mean_shift()
     fe = self.feature_model().clone(parent=self, name='feature_extractor')
     takes = inspect.signature(type(fe).__call__).parameters
     kwargs = {'train': train} if 'train' in takes else {}

@@ -36,34 +36,43 @@ Run `python -m pytest tests/test_ms_gan.py`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
 
 import flax.linen as nn
 import jax
 
 from medsr_jax.layers import common
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 from medsr_jax.models import resnets
 
 
-class X2Stage(nn.Module):
+class StageOptions(resnets.TrunkOptions):
+  """The options of one x2 stage's SRResNet (`resnets.trunk`) and up-sampler, MS-GAN defaults.
+
+  Fields of both `MultiScaleSRResNet` and its `X2Stage`s, which it passes on unchanged.
+  """
+  act: str = 'relu'
+  out_act: bool = True
+  upsampler_bn: bool = True
+
+  @nn.nowrap
+  def stage_options(self) -> dict:
+    """{field: value} of the `StageOptions` fields."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(StageOptions)
+            if f.name not in ('parent', 'name')}
+
+
+class X2Stage(StageOptions):
   """[SRResNet trunk F] -> x2 up-sampler M -> (enlarged features, image conv C(M(...))).
 
   With `trunk=False` only M and C (the second stage of MS-SRResNet). Params: head, body,
   body_conv, [prelu], upsample (conv_0, bn_0), tail.
   """
-  out_channels: int
-  n_feats: int = 64
-  n_resblocks: int = 16
-  act: str = 'relu'
-  bn: bool = True
-  res_scale: float = 1.0
-  out_act: bool = True
-  upsampler_bn: bool = True
+  out_channels: int = 1
   trunk: bool = True
   init_scheme: str = 'thesis'
-  scan_blocks: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -75,27 +84,14 @@ class X2Stage(nn.Module):
     return e, conv(self.out_channels, 'tail')(e)
 
 
-class MultiScaleSRResNet(nn.Module):
+class MultiScaleSRResNet(StageOptions, base.MeanShiftSR):
   """x2-step generator: `__call__(x, train=False)` -> tuple of log2(scale) images (x2, x4, ...).
 
   `stacked=False`: MS-SRResNet (one trunk, stages after the first are up-sampler + conv only);
   `stacked=True`: MS-GAN (every x2 stage is a full SRResNet on the previous stage's features).
   Stage k's params are under `stage_{k}`.
   """
-  scale: int = 4
-  in_channels: int = 1
   stacked: bool = True
-  n_feats: int = 64
-  n_resblocks: int = 16
-  act: str = 'relu'
-  bn: bool = True
-  res_scale: float = 1.0
-  out_act: bool = True
-  upsampler_bn: bool = True
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  scan_blocks: bool = True
 
   def stages(self) -> int:
     """Number of x2 stages (= number of output images)."""
@@ -112,15 +108,14 @@ class MultiScaleSRResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
     self.check_config()
-    resnets.check_input(self, x)
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+    self.check_input(x)
+    shift = self.mean_shift()
     e = shift.sub(x)
     images = []
     for k in range(self.stages()):
-      e, img = X2Stage(self.in_channels, self.n_feats, self.n_resblocks, self.act, self.bn,
-                       self.res_scale, self.out_act, self.upsampler_bn,
-                       trunk=self.stacked or k == 0, init_scheme=self.init_scheme,
-                       scan_blocks=self.scan_blocks, name=f'stage_{k + 1}')(e, train)
+      e, img = X2Stage(out_channels=self.in_channels, trunk=self.stacked or k == 0,
+                       init_scheme=self.init_scheme, name=f'stage_{k + 1}',
+                       **self.stage_options())(e, train)
       images.append(shift.add(img))
     return tuple(images)
 

@@ -59,8 +59,6 @@ Run `python -m pytest tests/test_rdst.py tests/test_rdst_gff.py`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,6 +67,7 @@ from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 
 PAD_MODES = ('edge', 'reflect', 'constant', 'none')
@@ -89,10 +88,8 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str) -> jax.Array:
   return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-class RDST(nn.Module):
+class RDST(base.MeanShiftSR):
   """Residual Dense Swin Transformer for x2 / x3 / x4 single-image SR (NHWC in and out)."""
-  scale: int = 4
-  in_channels: int = 1
   embed_dim: int = 60
   num_blocks: int = 8
   dense_layers: int = 3
@@ -102,10 +99,7 @@ class RDST(nn.Module):
   mlp_ratio: float = 2.0
   growth_rate: int = 30
   img_range: float = 1.0
-  init_scheme: str = 'thesis'
   pad_mode: str = 'edge'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
   dense_scale: float = 1.0
   block_residual_scale: float = 1.0
   global_res_scale: float = 1.0
@@ -150,14 +144,13 @@ class RDST(nn.Module):
     """x: (B, H, W, in_channels) -> (B, scale*H, scale*W, in_channels). `train` is unused."""
     del train  # no dropout, DropPath or BatchNorm in RDST
     self.check_config()
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise InputError(f'RDST expects (B, H, W, {self.in_channels}) input, got {x.shape}')
+    self.check_input(x)
     h, w = x.shape[1:3]
-    shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+    shift = self.mean_shift()
     x = shift.sub(x) * self.img_range
     x = pad_to_multiple(x, self.window_size, self.pad_mode)
 
-    x0 = common.conv3x3(self.embed_dim, init_scheme=self.init_scheme, name='head')(x)
+    x0 = self.conv(self.embed_dim, 'head')(x)
     t = common.layer_norm('patch_norm')(x0)
     kw = self._block_kwargs()
     if self.gff != 'none':
@@ -170,14 +163,8 @@ class RDST(nn.Module):
       for i in range(self.num_blocks):
         t = dense.RDSTB(**kw, name=f'body_{i}')(t)
     t = common.layer_norm('norm')(t) * self.global_res_scale
-    res = common.conv3x3(self.embed_dim, init_scheme=self.init_scheme,
-                         name='conv_after_body')(t)
-    res = (res + x0)[:, :h, :w]
-
-    y = upsample.UpSampler(self.scale, self.embed_dim, init_scheme=self.init_scheme,
-                           name='upsample')(res)
-    y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
-    return shift.add(y / self.img_range)
+    res = self.global_skip(t, x0, 'conv_after_body')[:, :h, :w]
+    return shift.add(self.upsample_tail(res) / self.img_range)
 
   def _gff_forward(self, t: jax.Array, x0: jax.Array, h: int, w: int, kw: dict) -> jax.Array:
     """RDSTSR_N body and tail: GFF of all RDSTB outputs + x0 -> up-sampler (before add_mean)."""
@@ -194,18 +181,16 @@ class RDST(nn.Module):
         outs.append(t)
       feats = jnp.concatenate(outs, axis=-1)
     if self.is_initializing():  # built but not applied by the reference's RDSTSR_N: params only
-      common.conv3x3(d, init_scheme=self.init_scheme, name='conv_after_body')(
-          common.layer_norm('norm')(t))
-    f, ik = self.gff_features(), dict(init_scheme=self.init_scheme)
+      self.conv(d, 'conv_after_body')(common.layer_norm('norm')(t))
+    f = self.gff_features()
     if self.gff == 'mlp':
-      g = common.Linear(f, name='bottleneck_0', **ik)(feats)
-      g = common.Linear(f, name='bottleneck_1', **ik)(g)
+      g = common.Linear(f, init_scheme=self.init_scheme, name='bottleneck_0')(feats)
+      g = common.Linear(f, init_scheme=self.init_scheme, name='bottleneck_1')(g)
     else:
-      g = common.Conv2d(f, 1, name='bottleneck_0', **ik)(feats)
-      g = common.conv3x3(f, name='bottleneck_1', **ik)(g)
+      g = self.conv(f, 'bottleneck_0', kernel_size=1)(feats)
+      g = self.conv(f, 'bottleneck_1')(g)
     res = (g * self.global_res_scale + x0)[:, :h, :w]
-    y = upsample.UpSampler(self.scale, f, init_scheme=self.init_scheme, name='upsample')(res)
-    return common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='conv_last')(y)
+    return self.upsample_tail(res)
 
 
 class _ScannedRDSTBWithOutput(dense.RDSTB):

@@ -62,29 +62,22 @@ from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import residual
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
-
-
-def check_input(model: nn.Module, x: jax.Array) -> None:
-  """InputError unless `x` is (B, H, W, model.in_channels)."""
-  if x.ndim != 4 or x.shape[-1] != model.in_channels:
-    raise InputError(f'{type(model).__name__} expects (B, H, W, {model.in_channels}) input, '
-                     f'got {x.shape}')
 
 
 def trunk(x0: jax.Array, model: Any, train: bool, alpha: Optional[jax.Array] = None
           ) -> jax.Array:
   """ResBlocks -> conv3x3 (`body_conv`) -> + x0: the shared body of every model here.
 
-  Called inside `model`'s compact `__call__`; reads n_feats, n_resblocks, act, bn, res_scale,
-  out_act, scan_blocks and init_scheme from `model`.
+  Called inside `model`'s compact `__call__`; reads the `TrunkOptions` fields and init_scheme
+  from `model`.
   """
   t = residual.residual_body(
       x0, model.n_resblocks, name='body', scan_blocks=model.scan_blocks, alpha=alpha,
       features=model.n_feats, act=model.act, bn=model.bn, res_scale=model.res_scale,
       out_act=model.out_act, train=train, init_scheme=model.init_scheme)
-  t = common.conv3x3(model.n_feats, init_scheme=model.init_scheme, name='body_conv')(t)
-  return t + x0
+  return base.global_skip(t, x0, model.init_scheme)
 
 
 def shared_slope(model: Any) -> Optional[jax.Array]:
@@ -102,7 +95,30 @@ def check_common(model: Any) -> None:
                      f'{model.n_resblocks}')
 
 
-class ResidualSR(nn.Module):
+class TrunkOptions(nn.Module):
+  """The fields that `trunk`, `shared_slope` and `check_common` read (with `init_scheme`).
+
+  Defaults: the reference SRResNet body. A base of every model here and of the MS-GAN stages.
+  """
+  n_feats: int = 64
+  n_resblocks: int = 16
+  act: str = 'prelu'
+  bn: bool = True
+  res_scale: float = 1.0
+  out_act: bool = False
+  scan_blocks: bool = True
+
+
+class _ResNetSR(TrunkOptions, base.FeatureExtractorSR):
+  """A residual-trunk generator whose features (the trunk output) have `n_feats` channels."""
+
+  @property
+  def feature_channels(self) -> int:
+    """Channels of the features that feed the tail (the output with `feature_maps_only`)."""
+    return self.n_feats
+
+
+class ResidualSR(_ResNetSR):
   """Fixed-scale residual CNN: MeanShift, head, ResBlocks, conv + skip, UpSampler, tail conv.
 
   Base of `SRResNet` and `EDSR`, which differ only in their defaults (and in the order the
@@ -110,20 +126,7 @@ class ResidualSR(nn.Module):
   (B, sH, sW, C), or the (B, H, W, n_feats) features with `feature_maps_only`. `train` selects
   BatchNorm batch statistics (apply with `mutable=['batch_stats']`); unused without BN.
   """
-  scale: int = 4
-  in_channels: int = 1
-  n_feats: int = 64
-  n_resblocks: int = 16
-  act: str = 'prelu'
-  bn: bool = True
-  res_scale: float = 1.0
-  out_act: bool = False
   upsampler_bn: bool = True
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  feature_maps_only: bool = False
-  scan_blocks: bool = True
 
   def check_config(self) -> None:
     """Raises ValueError for a configuration the reference cannot build."""
@@ -131,22 +134,15 @@ class ResidualSR(nn.Module):
     if not self.feature_maps_only:
       upsample.upsample_steps(self.scale)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    self.check_config()
-    check_input(self, x)
-    shift = None
-    if not self.feature_maps_only:
-      shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
-      x = shift.sub(x)
-    x0 = common.conv3x3(self.n_feats, init_scheme=self.init_scheme, name='head')(x)
-    t = trunk(x0, self, train, shared_slope(self))
-    if self.feature_maps_only:
-      return t
-    y = upsample.UpSampler(self.scale, self.n_feats, init_scheme=self.init_scheme,
-                           bn=self.upsampler_bn, name='upsample')(t, train)
-    y = common.conv3x3(self.in_channels, init_scheme=self.init_scheme, name='tail')(y)
-    return shift.add(y)
+  @nn.nowrap
+  def feature_maps(self, x: jax.Array, train: bool) -> jax.Array:
+    """head -> ResBlocks -> body_conv -> + head."""
+    return trunk(self.conv(self.n_feats, 'head')(x), self, train, shared_slope(self))
+
+  @nn.nowrap
+  def reconstruct(self, features: jax.Array, train: bool) -> jax.Array:
+    """UpSampler (with BN if `upsampler_bn`) -> conv3x3 'tail'."""
+    return self.upsample_tail(features, train, bn=self.upsampler_bn, last_name='tail')
 
 
 class SRResNet(ResidualSR):
@@ -165,7 +161,7 @@ class EDSR(ResidualSR):
   upsampler_bn: bool = False
 
 
-class MDSR(nn.Module):
+class MDSR(_ResNetSR):
   """Multi-scale EDSR (spec §5.4): per-scale heads and tails around one shared body.
 
   `__call__(x, scale=None, train=False)`: `scale` is a static Python number in `scales`
@@ -173,21 +169,11 @@ class MDSR(nn.Module):
   `feature_maps_only` any scale whose ceiling is in `scales` (head ceil(scale), no tail).
   `init` creates every head and tail whatever scale it is given.
   """
-  scale: int = 4
-  in_channels: int = 1
-  n_feats: int = 64
   n_resblocks: int = 80
   act: str = 'relu'
-  res_scale: float = 1.0
+  bn: bool = False  # the reference MDSR has no BN
   scales: Sequence[int] = (2, 3, 4)
   input_layer: bool = True
-  init_scheme: str = 'thesis'
-  mean: Optional[Sequence[float]] = None
-  std: Optional[Sequence[float]] = None
-  feature_maps_only: bool = False
-  scan_blocks: bool = True
-  bn: bool = False  # the reference MDSR has no BN; the field lets `trunk` be shared
-  out_act: bool = False
 
   def check_config(self) -> None:
     """Raises ValueError for a configuration the reference cannot build."""
@@ -223,19 +209,18 @@ class MDSR(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, scale: Any = None, train: bool = False) -> jax.Array:
     self.check_config()
-    check_input(self, x)
+    self.check_input(x)
     s = self.branch(scale)
     init = self.is_initializing()
     shift = None
     if not self.feature_maps_only:
-      shift = common.MeanShift(self.in_channels, self.mean, self.std, name='mean_shift')
+      shift = self.mean_shift()
       x = shift.sub(x)
-    conv = lambda c, name: common.conv3x3(c, init_scheme=self.init_scheme, name=name)
     if self.input_layer:
-      unused = conv(self.n_feats, 'input_layer')
+      unused = self.conv(self.n_feats, 'input_layer')
       if init:
         unused(x)  # creates the reference's built-but-unused conv; never used by apply
-    heads = {k: conv(self.n_feats, f'head_{k}') for k in self.scales}
+    heads = {k: self.conv(self.n_feats, f'head_{k}') for k in self.scales}
     if init:
       for k in self.scales:
         if k != s:
@@ -244,7 +229,7 @@ class MDSR(nn.Module):
     if self.feature_maps_only:
       return t
     tails = {k: (upsample.UpSampler(k, self.n_feats, init_scheme=self.init_scheme,
-                                    name=f'upsample_{k}'), conv(self.in_channels, f'tail_{k}'))
+                                    name=f'upsample_{k}'), self.conv(self.in_channels, f'tail_{k}'))
              for k in self.scales}
     if init:
       for k in self.scales:

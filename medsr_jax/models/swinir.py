@@ -69,10 +69,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import swin
 from medsr_jax.layers import upsample
+from medsr_jax.models import base
 from medsr_jax.models import registry
 from medsr_jax.models.rdst import pad_to_multiple
 
@@ -118,10 +118,8 @@ class ScannedRSTB(RSTB):
     return super().__call__(x, drop_rates), None
 
 
-class SwinIR(nn.Module):
+class SwinIR(base.SRModel):
   """SwinIR for x2 / x3 / x4 single-image SR (NHWC in and out); defaults = 'swinir_light'."""
-  scale: int = 4
-  in_channels: int = 1
   embed_dim: int = 60
   num_layers: int = 4
   depth: int = 6
@@ -137,7 +135,6 @@ class SwinIR(nn.Module):
   shift_windows: Optional[bool] = None
   drop_path_rate: float = 0.1
   pad_mode: str = 'reflect'
-  init_scheme: str = 'thesis'
   scan_blocks: bool = True
 
   def check_config(self) -> None:
@@ -188,14 +185,12 @@ class SwinIR(nn.Module):
         self.num_layers, self.depth)
 
   def _reconstruct(self, res: jax.Array) -> jax.Array:
-    c, s, kw = self.in_channels, self.scale, dict(init_scheme=self.init_scheme)
+    c, s = self.in_channels, self.scale
     if self.upsampler == 'pixelshuffledirect':
-      y = common.conv3x3(s * s * c, name='upsample', **kw)(res)
-      return upsample.pixel_shuffle(y, s)
-    y = common.conv3x3(self.num_feat, name='conv_before_upsample', **kw)(res)
+      return upsample.pixel_shuffle(self.conv(s * s * c, 'upsample')(res), s)
+    y = self.conv(self.num_feat, 'conv_before_upsample')(res)
     y = jax.nn.leaky_relu(y, 0.01)  # nn.LeakyReLU() default slope
-    y = upsample.UpSampler(s, self.num_feat, name='upsample', **kw)(y)
-    return common.conv3x3(c, name='conv_last', **kw)(y)
+    return self.upsample_tail(y)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -204,20 +199,20 @@ class SwinIR(nn.Module):
     `train=True` enables DropPath (needs `rngs={'dropout': key}` when drop_path_rate > 0).
     """
     self.check_config()
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise InputError(f'SwinIR expects (B, H, W, {self.in_channels}) input, got {x.shape}')
+    self.check_input(x)
     h, w = x.shape[1:3]
     mean = jnp.asarray(self.channel_mean(), x.dtype)
     x = pad_to_multiple(x, self.window_size, self.pad_mode)
     x = (x - mean) * self.img_range
 
-    d, kw = self.embed_dim, dict(init_scheme=self.init_scheme)
-    x0 = common.conv3x3(d, name='conv_first', **kw)(x)
+    d = self.embed_dim
+    x0 = self.conv(d, 'conv_first')(x)
     t = common.layer_norm('patch_norm')(x0) if self.patch_norm else x0
     drop = train and self.drop_path_rate > 0
     rates = jnp.asarray(self.drop_path_rates()) if drop else None
     block = dict(dim=d, depth=self.depth, num_heads=self.num_heads, window_size=self.window_size,
-                 shift_size=self.shift_size(), mlp_ratio=self.mlp_ratio, train=drop, **kw)
+                 shift_size=self.shift_size(), mlp_ratio=self.mlp_ratio, train=drop,
+                 init_scheme=self.init_scheme)
     if self.scan_blocks:
       scanned = nn.scan(ScannedRSTB, variable_axes={'params': 0},
                         split_rngs={'params': True, swin.DROP_PATH_RNG: True},
@@ -226,8 +221,7 @@ class SwinIR(nn.Module):
     else:
       for i in range(self.num_layers):
         t = RSTB(**block, name=f'layers_{i}')(t, None if rates is None else rates[i])
-    t = common.layer_norm('norm')(t)
-    res = common.conv3x3(d, name='conv_after_body', **kw)(t) + x0
+    res = self.global_skip(common.layer_norm('norm')(t), x0, 'conv_after_body')
 
     y = self._reconstruct(res)
     y = y / self.img_range + mean

@@ -21,10 +21,10 @@ Kinds:
 
 Params of blocks stacked by `nn.scan` carry `index`: entry i of the Flax array's leading axis.
 
-The engine here (`check_state_dict`, `import_entries`, `export_entries`, `prefixed`) is shared
-by every model; each layout module (e.g. `torch_layouts.rdst`) builds its entries and exposes
-`from_torch(model, state_dict)` and `to_torch(model, variables)` (usually through
-`torch_layouts.blocks.converters`). `get(name)` returns that module for a model name. Every
+The engine here (`check_state_dict`, `import_entries`, `export_entries`, `prefixed`, and the
+helpers `flatten` / `nest` / `flax_shape`) is shared by every model; each layout module (e.g.
+`torch_layouts.rdst`) builds its entries and exposes `from_torch(model, state_dict)` and
+`to_torch(model, variables)` (usually through `torch_layouts.blocks.converters`). `get(name)` returns that module for a model name. Every
 error is an `InputError` (a ValueError) naming the key.
 
 Public entry points for users: `medsr_jax.export_torch.variables_from_torch / variables_to_torch`.
@@ -104,6 +104,11 @@ class Entry:
     """True when the value lives in a Flax collection (params and running statistics)."""
     return self.kind == 'param' or (self.kind == 'buffer' and bool(self.path))
 
+  @property
+  def structural(self) -> bool:
+    """True for a buffer that is never imported (checked, and regenerated on export)."""
+    return self.kind == 'buffer' and not self.path
+
 
 def prefixed(entries: Iterable[Entry], key_prefix: str = '',
              path_prefix: tuple[str, ...] = ()) -> list[Entry]:
@@ -134,7 +139,8 @@ def to_torch(arr: np.ndarray, transform: str) -> np.ndarray:
   return arr
 
 
-def _flax_shape(e: Entry) -> tuple[int, ...]:
+def flax_shape(e: Entry) -> tuple[int, ...]:
+  """The shape of `e`'s value on the Flax side (after its transform)."""
   return tuple(to_flax(np.empty(e.shape, np.uint8), e.transform).shape)
 
 
@@ -159,18 +165,18 @@ def check_state_dict(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> None
     raise InputError(f'unexpected key in state dict: {extra[0]!r}{more}')
   for e in entries:
     if e.key not in sd:
-      if e.kind == 'buffer' and not e.path:
+      if e.structural:
         continue
       if e.kind == 'alias' and e.alias_of in sd:
         continue  # PyTorch lists shared tensors under every name; one is enough
       raise InputError(f'missing key in state dict: {e.key!r}')
     arr = sd[e.key]
-    if e.kind == 'buffer' and not e.path and e.check is not None:
+    if e.structural and e.check is not None:
       e.check(arr)
       continue
     if tuple(arr.shape) != e.shape:
       raise InputError(f'state dict key {e.key!r} has shape {tuple(arr.shape)}, expected {e.shape}')
-    if e.kind == 'buffer' and not e.path and e.value is not None:
+    if e.structural and e.value is not None:
       if not np.array_equal(arr, e.value()):
         raise InputError(f'buffer {e.key!r} differs from the value this model computes')
     if e.kind == 'alias' and not np.array_equal(arr, sd[e.alias_of]):
@@ -178,7 +184,8 @@ def check_state_dict(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> None
                        'but the values differ')
 
 
-def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
+def nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
+  """{(k1, k2, ...): value} -> nested dicts {k1: {k2: ...: value}} (inverse of `flatten`)."""
   nested: dict = {}
   for path, value in flat.items():
     node = nested
@@ -208,14 +215,15 @@ def import_entries(entries: list[Entry], sd: Mapping[str, np.ndarray]) -> dict:
       if sorted(value) != list(range(n)):
         raise InputError(f'stacked variable {"/".join(where)} misses block indices')
       flat[where] = np.stack([value[i] for i in range(n)])
-  return _nest(flat)
+  return nest(flat)
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
+def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
+  """Nested mappings -> {(prefix..., k1, k2, ...): leaf} (string keys; empty mappings vanish)."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (str(k),)))
+      out.update(flatten(v, prefix + (str(k),)))
     else:
       out[prefix + (str(k),)] = v
   return out
@@ -229,14 +237,14 @@ def export_entries(entries: list[Entry], variables: Mapping[str, Any],
   flat = {}
   for col in collections:
     if col in variables:
-      flat.update({(col,) + k: np.asarray(v) for k, v in _flatten(variables[col]).items()})
+      flat.update({(col,) + k: np.asarray(v) for k, v in flatten(variables[col]).items()})
   used = set()
   out: dict[str, np.ndarray] = {}
   for e in entries:
     if e.kind == 'alias':
       out[e.key] = out[e.alias_of].copy()
       continue
-    if e.kind == 'buffer' and not e.path:
+    if e.structural:
       if e.value is not None:
         out[e.key] = e.value()
       continue
@@ -252,9 +260,9 @@ def export_entries(entries: list[Entry], variables: Mapping[str, Any],
       if arr.ndim == 0 or e.index >= arr.shape[0]:
         raise InputError(f'Flax variable {name} has no block {e.index} (for {e.key!r})')
       arr = arr[e.index]
-    if tuple(arr.shape) != _flax_shape(e):
+    if tuple(arr.shape) != flax_shape(e):
       raise InputError(f'Flax variable {name} has shape {arr.shape}, expected '
-                       f'{_flax_shape(e)} for {e.key!r}')
+                       f'{flax_shape(e)} for {e.key!r}')
     out[e.key] = to_torch(np.asarray(arr, np.float32), e.transform)
   unused = sorted('/'.join(p) for p in flat if p not in used)
   if unused:

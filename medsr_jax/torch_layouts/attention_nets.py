@@ -34,7 +34,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from medsr_jax import torch_layouts as tl
-from medsr_jax.layers import upsample
 from medsr_jax.models import attention_nets
 from medsr_jax.torch_layouts import blocks as tb
 
@@ -74,16 +73,6 @@ def _body_entries(model: Any, ada: bool) -> list[tl.Entry]:
   return out
 
 
-def _tail_entries(model: Any) -> list[tl.Entry]:
-  f, c = model.features, model.in_channels
-  out = []
-  for n, (s, t) in enumerate(zip(upsample.upsample_steps(model.scale),
-                                 upsample.torch_indices(model.scale))):
-    out += tb.conv(f'tail.0.{t}', ('upsample', f'conv_{n}'), f, s * s * f)
-  out += tb.conv('tail.1', ('conv_last',), f, c)
-  return out
-
-
 def entries(model: Any) -> list[tl.Entry]:
   """The ordered reference state-dict layout for `model` (an `RCAN` or a `HAN`)."""
   f, c = model.features, model.in_channels
@@ -99,7 +88,7 @@ def entries(model: Any) -> list[tl.Entry]:
             tl.Entry('la.gamma', (1,), path=('la', 'gamma'))]
     out += tb.conv('last_conv', ('last_conv',), n * f, f)
     out += tb.conv('last', ('last',), 2 * f, f)
-  out += _tail_entries(model)
+  out += tb.tail('tail', model.scale, f, c)
   return out
 
 

@@ -4,6 +4,7 @@
   out = tb.mean_shift(c)                                  # add_mean / sub_mean (frozen)
   out += tb.conv('head.0', ('head',), c, 64)              # weight (+ bias)
   out += tb.batch_norm('body.0.body.1', ('body', 'bn'), 64)
+  out += tb.tail('tail', scale, 64, c)                    # UpSampler + conv_last
   from_torch, to_torch = tb.converters(entries)           # entries(model) -> list[Entry]
 
 Flax-side conventions (every model of the zoo follows them):
@@ -26,6 +27,7 @@ import numpy as np
 
 from medsr_jax import torch_layouts as tl
 from medsr_jax.errors import InputError
+from medsr_jax.layers import upsample
 
 Path = tuple[str, ...]
 MEAN_SHIFT_PATH = ('mean_shift',)
@@ -87,6 +89,27 @@ def prelu(key: str, path: Path, n: int = 1, index: Optional[int] = None) -> list
   return [tl.Entry(f'{key}.weight', (n,), path=path + ('alpha',), index=index)]
 
 
+def upsampler(key: str, path: Path, scale: int, n: int, bn: bool = False) -> list[tl.Entry]:
+  """`layers.upsample.UpSampler(scale, n, bn=bn)`: the PyTorch Sequential `key` -> Flax
+  `path`/conv_k (+ `path`/bn_k after each shuffle when `bn`)."""
+  per_step = 3 if bn else 2
+  out = []
+  for k, (s, t) in enumerate(zip(upsample.upsample_steps(scale),
+                                 upsample.torch_indices(scale, per_step))):
+    out += conv(f'{key}.{t}', path + (f'conv_{k}',), n, s * s * n)
+    if bn:
+      out += batch_norm(f'{key}.{t + 2}', path + (f'bn_{k}',), n)
+  return out
+
+
+def tail(key: str, scale: int, n: int, c: int, *, bn: bool = False,
+         upsample_path: Path = ('upsample',), last_path: Path = ('conv_last',)
+         ) -> list[tl.Entry]:
+  """The reference's `tail` = Sequential(UpSampler(scale, n), conv3x3(n -> c)): `key`.0.* ->
+  `upsample_path`/conv_k (+ bn_k), `key`.1 -> `last_path` (`models.base.SRModel.upsample_tail`)."""
+  return upsampler(f'{key}.0', upsample_path, scale, n, bn) + conv(f'{key}.1', last_path, n, c)
+
+
 def alias(key: str, of: str, shape: tuple[int, ...]) -> tl.Entry:
   """A second state-dict name for the tensor already listed as `of`."""
   return tl.Entry(key, tuple(shape), 'alias', alias_of=of)
@@ -142,7 +165,10 @@ def _mean_shift_prefix(layout: list[tl.Entry]) -> Optional[str]:
   return None
 
 
-def _model_mean_std(model: Any, variables: Mapping[str, Any], c: int):
+def model_mean_std(model: Any, variables: Mapping[str, Any], c: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) of `model`'s MeanShift: from 'constants' if `variables` has them, else the
+  model's `mean` / `std` fields (default 0 / 1), as float32 (c,) arrays."""
   consts = variables.get('constants', {}).get('mean_shift') if hasattr(variables, 'get') else None
   if consts is not None:
     return (np.asarray(consts['mean'], np.float32).reshape(c),
@@ -182,7 +208,7 @@ def converters(entries: EntriesFn):
     prefix = _mean_shift_prefix(layout)
     if prefix is not None:
       c = model.in_channels
-      parts.update(mean_std_to_torch(*_model_mean_std(model, variables, c), prefix))
+      parts.update(mean_std_to_torch(*model_mean_std(model, variables, c), prefix))
     return {e.key: parts[e.key] for e in layout if e.key in parts}
 
   return from_torch, to_torch

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from medsr_jax import torch_layouts as tl
-from medsr_jax.layers import upsample
 from medsr_jax.torch_layouts import blocks as tb
 
 
@@ -40,10 +39,7 @@ def entries(model: Any) -> list[tl.Entry]:
     out += tb.layer_norm(f'{key}.norm', base + ('norm',), f, index)
     out += tb.linear(f'{key}.pwconv1', base + ('pwconv1',), f, hidden, index)
     out += tb.linear(f'{key}.pwconv2', base + ('pwconv2',), hidden, f, index)
-  for n, (s, t) in enumerate(zip(upsample.upsample_steps(model.scale),
-                                 upsample.torch_indices(model.scale))):
-    out += tb.conv(f'tail.0.{t}', ('upsample', f'conv_{n}'), f, s * s * f)
-  out += tb.conv('tail.1', ('conv_last',), f, c)
+  out += tb.tail('tail', model.scale, f, c)
   return out
 
 

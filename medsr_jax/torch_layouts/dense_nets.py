@@ -19,7 +19,7 @@ here; RDB / RRDB entries carry `index=i` (block i on the leading axis) when `sca
               body.{num_blocks}                  -> body_conv
 
 With `feature_maps_only=True` the mean-shift and tail keys are left out (the feature extractor
-of the Meta-SR models; `tail_entries` builds the tail keys for a caller that needs them).
+of the Meta-SR models; `blocks.tail` builds the tail keys for a caller that needs them).
 
 Run `python -m pytest tests/test_dense_nets.py`.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from medsr_jax import torch_layouts as tl
-from medsr_jax.layers import upsample
 from medsr_jax.models import dense_nets
 from medsr_jax.torch_layouts import blocks as tb
 
@@ -62,16 +61,6 @@ def rrdb_entries(key: str, path: Path, features: int, growth: int, num_layers: i
   for k in range(num_rdb):
     out += rdb_entries(f'{key}.body.{k}', path + (f'body_{k}',), features, growth, num_layers,
                        index)
-  return out
-
-
-def tail_entries(features: int, in_channels: int, scale: int, key: str = 'tail',
-                 path: Path = ()) -> list[tl.Entry]:
-  """`tail` = Sequential(UpSampler(scale, features), conv3x3(features -> C))."""
-  out = []
-  for n, (s, t) in enumerate(zip(upsample.upsample_steps(scale), upsample.torch_indices(scale))):
-    out += tb.conv(f'{key}.0.{t}', path + ('upsample', f'conv_{n}'), features, s * s * features)
-  out += tb.conv(f'{key}.1', path + ('conv_last',), features, in_channels)
   return out
 
 
@@ -124,7 +113,7 @@ def entries(model: Any) -> list[tl.Entry]:
     return body(model)
   out = tb.mean_shift(model.in_channels)
   out += body(model)
-  out += tail_entries(model.feature_channels, model.in_channels, model.scale)
+  out += tb.tail('tail', model.scale, model.feature_channels, model.in_channels)
   return out
 
 

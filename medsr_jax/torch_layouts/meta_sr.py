@@ -99,18 +99,14 @@ def entries(model: Any, tail_scale: TailScale = AUTO) -> list[tl.Entry]:
   return out
 
 
-def _structural(e: tl.Entry) -> bool:
-  return e.kind == 'buffer' and not e.path
-
-
 def _matches(layout: list[tl.Entry], sd: Mapping[str, np.ndarray]) -> bool:
   """Whether `sd` has exactly the keys (and shapes) of `layout` (aliases and buffers optional)."""
   known = {e.key: e for e in layout}
   for key, arr in sd.items():
     e = known.get(key)
-    if e is None or (not _structural(e) and tuple(arr.shape) != e.shape):
+    if e is None or (not e.structural and tuple(arr.shape) != e.shape):
       return False
-  return all(e.key in sd for e in layout if not _structural(e) and e.kind != 'alias')
+  return all(e.key in sd for e in layout if not e.structural and e.kind != 'alias')
 
 
 def _detect_from_state_dict(model: Any, sd: Mapping[str, np.ndarray]) -> Optional[float]:
@@ -120,28 +116,14 @@ def _detect_from_state_dict(model: Any, sd: Mapping[str, np.ndarray]) -> Optiona
   return REFERENCE_TAIL_SCALE  # the check then names the offending key
 
 
-def _flax_shape(e: tl.Entry) -> tuple[int, ...]:
-  return tuple(tl.to_flax(np.empty(e.shape, np.uint8), e.transform).shape)
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (str(k),)))
-    else:
-      out[prefix + (str(k),)] = v
-  return out
-
-
 def _unused_shapes(model: Any, tail_scale: float) -> dict[tuple[str, ...], tuple[int, ...]]:
-  return {e.path: _flax_shape(e) for e in dead_tail_entries(model, tail_scale) if e.kept}
+  return {e.path: tl.flax_shape(e) for e in dead_tail_entries(model, tail_scale) if e.kept}
 
 
 def _detect_from_unused(model: Any, unused: Optional[Mapping[str, Any]]) -> float:
   if unused is None:
     return REFERENCE_TAIL_SCALE
-  have = {path: tuple(np.shape(v)) for path, v in _flatten(unused).items()}
+  have = {path: tuple(np.shape(v)) for path, v in tl.flatten(unused).items()}
   for ts in TAIL_SCALES:
     if _unused_shapes(model, ts) == have:
       return ts
@@ -161,17 +143,6 @@ def from_torch(model: Any, state_dict: Mapping[str, Any], tail_scale: TailScale 
   return variables
 
 
-def _mean_std(model: Any, variables: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-  c = model.in_channels
-  consts = variables.get('constants', {}).get('mean_shift')
-  if consts is not None:
-    return (np.asarray(consts['mean'], np.float32).reshape(c),
-            np.asarray(consts['std'], np.float32).reshape(c))
-  mean = model.mean if model.mean is not None else [0.0] * c
-  std = model.std if model.std is not None else [1.0] * c
-  return np.asarray(mean, np.float32).reshape(c), np.asarray(std, np.float32).reshape(c)
-
-
 def to_torch(model: Any, variables: Mapping[str, Any],
              tail_scale: TailScale = AUTO) -> dict[str, np.ndarray]:
   """The reference state dict (numpy, reference key order) for `model`'s Flax `variables`."""
@@ -186,18 +157,8 @@ def to_torch(model: Any, variables: Mapping[str, Any],
     if meta_sr.UNUSED not in variables and tail_scale is not None:
       zeros = {path: np.zeros(shape, np.float32)
                for path, shape in _unused_shapes(model, float(tail_scale)).items()}
-      variables[meta_sr.UNUSED] = _nest(zeros)
+      variables[meta_sr.UNUSED] = tl.nest(zeros)
   layout = entries(model, tail_scale)
   parts = tl.export_entries(layout, variables, collections)
-  parts.update(tb.mean_std_to_torch(*_mean_std(model, variables)))
+  parts.update(tb.mean_std_to_torch(*tb.model_mean_std(model, variables, model.in_channels)))
   return {e.key: parts[e.key] for e in layout if e.key in parts}
-
-
-def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
-  nested: dict = {}
-  for path, value in flat.items():
-    node = nested
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = value
-  return nested

@@ -43,7 +43,6 @@ from medsr_jax import torch_layouts as tl
 from medsr_jax.torch_layouts import blocks as tb
 from medsr_jax.errors import InputError
 from medsr_jax.layers import swin
-from medsr_jax.layers import upsample
 
 TORCH_IMG_SIZE = 24
 
@@ -120,10 +119,7 @@ def entries(model: Any, img_size: int = TORCH_IMG_SIZE) -> list[tl.Entry]:
     out += tb.conv('bottleneck.0', ('bottleneck_0',), d * model.num_blocks, f, k=1)
     out += tb.conv('bottleneck.1', ('bottleneck_1',), f, f)
   out += tb.conv('conv_after_body', ('conv_after_body',), d, d)
-  for n, (s, t) in enumerate(zip(upsample.upsample_steps(model.scale),
-                                 upsample.torch_indices(model.scale))):
-    out += tb.conv(f'tail.0.{t}', ('upsample', f'conv_{n}'), d, s * s * d)
-  out += tb.conv('tail.1', ('conv_last',), d, c)
+  out += tb.tail('tail', model.scale, d, c)
   return out
 
 

@@ -20,8 +20,8 @@ constructor builds the tail first); MDSR lists mean shift, input_layer, head_2/3
 tail_2/3/4. With `feature_maps_only` the mean-shift and tail keys are left out (the model has no
 such variables); with `scan_blocks=False` block i is `body_{i}/...`.
 
-`block_entries`, `upsampler_entries` and `trunk_entries` are reusable by composite layouts
-(Meta-SR around an EDSR / SRResNet / MDSR; see `torch_layouts.prefixed`).
+`block_entries` and `trunk_entries` are reusable by composite layouts (Meta-SR around an EDSR /
+SRResNet / MDSR; see `torch_layouts.prefixed`); the up-sampler is `blocks.upsampler`.
 
 Run `python -m pytest tests/test_resnets.py`.
 """
@@ -32,7 +32,6 @@ from typing import Any, Optional
 
 from medsr_jax import torch_layouts as tl
 from medsr_jax.layers import residual
-from medsr_jax.layers import upsample
 from medsr_jax.models import resnets
 from medsr_jax.torch_layouts import blocks as tb
 
@@ -65,19 +64,6 @@ def block_entries(key: str, path: Path, n: int, *, bn: bool, act: str, out_act: 
   return out
 
 
-def upsampler_entries(key: str, path: Path, scale: int, n: int, bn: bool = False
-                      ) -> list[tl.Entry]:
-  """`UpSampler(scale, n, bn)` as PyTorch Sequential `key` -> Flax `path`/conv_k (+ bn_k)."""
-  per_step = 3 if bn else 2
-  out = []
-  for k, (s, t) in enumerate(zip(upsample.upsample_steps(scale),
-                                 upsample.torch_indices(scale, per_step))):
-    out += tb.conv(f'{key}.{t}', path + (f'conv_{k}',), n, s * s * n)
-    if bn:
-      out += tb.batch_norm(f'{key}.{t + 2}', path + (f'bn_{k}',), n)
-  return out
-
-
 def trunk_entries(model: Any) -> list[tl.Entry]:
   """body.{i} ResBlocks + body.{R} conv of `resnets.trunk` (the shared PReLU at body.0)."""
   n, r = model.n_feats, model.n_resblocks
@@ -94,12 +80,6 @@ def trunk_entries(model: Any) -> list[tl.Entry]:
   return out
 
 
-def _tail(model: Any) -> list[tl.Entry]:
-  out = upsampler_entries('tail.0', ('upsample',), model.scale, model.n_feats,
-                          getattr(model, 'upsampler_bn', False))
-  return out + tb.conv('tail.1', ('tail',), model.n_feats, model.in_channels)
-
-
 def entries(model: Any) -> list[tl.Entry]:
   """The ordered reference state-dict layout of `model` (SRResNet, EDSR or MDSR)."""
   c, n = model.in_channels, model.n_feats
@@ -113,11 +93,12 @@ def entries(model: Any) -> list[tl.Entry]:
     out += trunk_entries(model)
     if full:
       for s in model.scales:
-        out += upsampler_entries(f'tail_{s}.0', (f'upsample_{s}',), s, n)
-        out += tb.conv(f'tail_{s}.1', (f'tail_{s}',), n, c)
+        out += tb.tail(f'tail_{s}', s, n, c, upsample_path=(f'upsample_{s}',),
+                       last_path=(f'tail_{s}',))
     return out
   head = tb.conv('head.0', ('head',), c, n)
-  tail = _tail(model) if full else []
+  tail = tb.tail('tail', model.scale, n, c, bn=getattr(model, 'upsampler_bn', False),
+                 last_path=('tail',)) if full else []
   if isinstance(model, resnets.EDSR):
     return out + tail + head + trunk_entries(model)
   return out + head + trunk_entries(model) + tail

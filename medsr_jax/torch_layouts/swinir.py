@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from medsr_jax import torch_layouts as tl
-from medsr_jax.layers import upsample
 from medsr_jax.torch_layouts import blocks as tb
 from medsr_jax.torch_layouts.rdst import stl_entries
 
@@ -58,8 +57,7 @@ def entries(model: Any, img_size: Optional[int] = None) -> list[tl.Entry]:
   else:
     f = model.num_feat
     out += tb.conv('conv_before_upsample.0', ('conv_before_upsample',), d, f)
-    for n, (step, t) in enumerate(zip(upsample.upsample_steps(s), upsample.torch_indices(s))):
-      out += tb.conv(f'upsample.{t}', ('upsample', f'conv_{n}'), f, step * step * f)
+    out += tb.upsampler('upsample', ('upsample',), s, f)
     out += tb.conv('conv_last', ('conv_last',), f, c)
   return out
 
