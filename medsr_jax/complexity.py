@@ -52,15 +52,6 @@ from medsr_jax import models
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
 
-_MODELS = flags.DEFINE_list('models', None, 'Models to measure (default: all registered).')
-_SCALE = flags.DEFINE_float('scale', 4.0, 'SR scale of the generators.')
-_HEIGHT = flags.DEFINE_integer('height', 40, 'LR input height of the generators.')
-_WIDTH = flags.DEFINE_integer('width', 32, 'LR input width of the generators.')
-_CHANNELS = flags.DEFINE_integer('in_channels', 1, 'Image channels.')
-_BATCH = flags.DEFINE_integer('batch_size', 1, 'Slices per forward pass for the speed column.')
-_MIN_TIME = flags.DEFINE_float('min_time', 1.0, 'Seconds of timed forward passes per model.')
-_SPEED = flags.DEFINE_bool('speed', True, 'Measure slices/s (compiles every model).')
-_MARKDOWN = flags.DEFINE_string('markdown', None, 'Also write the table as markdown here.')
 
 
 @dataclasses.dataclass
@@ -259,18 +250,33 @@ def run(names: Optional[Sequence[str]] = None, *, scale: float = 4.0, height: in
   return rows
 
 
+def define_flags() -> None:
+  """Defines the flags of `python -m medsr_jax.complexity` (only when it runs: other commands
+  share flag names such as `scale`, and tests import them all into one process)."""
+  flags.DEFINE_list('models', None, 'Models to measure (default: all registered).')
+  flags.DEFINE_float('scale', 4.0, 'SR scale of the generators.')
+  flags.DEFINE_integer('height', 40, 'LR input height of the generators.')
+  flags.DEFINE_integer('width', 32, 'LR input width of the generators.')
+  flags.DEFINE_integer('in_channels', 1, 'Image channels.')
+  flags.DEFINE_integer('batch_size', 1, 'Slices per forward pass for the speed column.')
+  flags.DEFINE_float('min_time', 1.0, 'Seconds of timed forward passes per model.')
+  flags.DEFINE_bool('speed', True, 'Measure slices/s (compiles every model).')
+  flags.DEFINE_string('markdown', None, 'Also write the table as markdown here.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def go():
-    rows = run(_MODELS.value, scale=_SCALE.value, height=_HEIGHT.value, width=_WIDTH.value,
-               in_channels=_CHANNELS.value, batch=_BATCH.value, speed=_SPEED.value,
-               min_time=_MIN_TIME.value, log=lambda s: print(s, file=sys.stderr, flush=True))
-    note = device_note(_SCALE.value, _HEIGHT.value, _WIDTH.value, _BATCH.value)
+    f = flags.FLAGS
+    rows = run(f.models, scale=f.scale, height=f.height, width=f.width,
+               in_channels=f.in_channels, batch=f.batch_size, speed=f.speed,
+               min_time=f.min_time, log=lambda s: print(s, file=sys.stderr, flush=True))
+    note = device_note(f.scale, f.height, f.width, f.batch_size)
     print(format_table(rows, markdown=False, header_note=note), end='')
-    if _MARKDOWN.value:
-      path = _MARKDOWN.value
+    if f.markdown:
+      path = f.markdown
       if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise InputError(f'{path}: directory does not exist')
       with images.temp_path(path, '.md') as tmp:
@@ -283,4 +289,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))

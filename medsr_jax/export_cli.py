@@ -35,15 +35,6 @@ from medsr_jax import torch_layouts
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
 
-_MODEL = flags.DEFINE_string('model', None, 'Model name (with --from_torch).')
-_SCALE = flags.DEFINE_float('scale', 4.0, 'SR scale the weights were trained for.')
-_IN_CHANNELS = flags.DEFINE_integer('in_channels', 1, 'Image channels.')
-_MODEL_KWARGS = flags.DEFINE_string('model_kwargs', '{}', 'JSON object of model options.')
-_FROM_TORCH = flags.DEFINE_string('from_torch', None, 'PyTorch state dict to import.')
-_OUT = flags.DEFINE_string('out', None, 'Export directory to write (with --from_torch).')
-_FORMAT = flags.DEFINE_enum('format', 'npz', sorted(export.PARAM_FILES), 'Parameter file format.')
-_MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Export directory to convert (--to_torch).')
-_TO_TORCH = flags.DEFINE_string('to_torch', None, 'PyTorch state dict file to write.')
 
 STATE_DICT_SUFFIXES = ('.npz', '.safetensors', '.pt', '.pth')
 WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'generator', 'net', 'params')
@@ -155,24 +146,39 @@ def export_torch_file(model_dir: str, out_path: str) -> dict[str, np.ndarray]:
   return sd
 
 
+def define_flags() -> None:
+  """Defines the converter's flags when it runs (`run_main`), not on import, so that its flag
+  names (`scale`, `model_dir`, ...) can also be used by the other commands."""
+  flags.DEFINE_string('model', None, 'Model name (with --from_torch).')
+  flags.DEFINE_float('scale', 4.0, 'SR scale the weights were trained for.')
+  flags.DEFINE_integer('in_channels', 1, 'Image channels.')
+  flags.DEFINE_string('model_kwargs', '{}', 'JSON object of model options.')
+  flags.DEFINE_string('from_torch', None, 'PyTorch state dict to import.')
+  flags.DEFINE_string('out', None, 'Export directory to write (with --from_torch).')
+  flags.DEFINE_enum('format', 'npz', sorted(export.PARAM_FILES), 'Parameter file format.')
+  flags.DEFINE_string('model_dir', None, 'Export directory to convert (--to_torch).')
+  flags.DEFINE_string('to_torch', None, 'PyTorch state dict file to write.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def go():
-    if _FROM_TORCH.value and not _TO_TORCH.value:
-      if not _MODEL.value or not _OUT.value:
+    f = flags.FLAGS
+    if f.from_torch and not f.to_torch:
+      if not f.model or not f.out:
         raise InputError('--from_torch needs --model and --out')
-      config = import_torch(_MODEL.value, _FROM_TORCH.value, _OUT.value, scale=_SCALE.value,
-                            in_channels=_IN_CHANNELS.value,
-                            model_kwargs=_model_kwargs(_MODEL_KWARGS.value), fmt=_FORMAT.value)
-      print(f'{_FROM_TORCH.value} -> {_OUT.value} ({config["model"]} x{config["scale"]}, '
+      config = import_torch(f.model, f.from_torch, f.out, scale=f.scale,
+                            in_channels=f.in_channels, model_kwargs=_model_kwargs(f.model_kwargs),
+                            fmt=f.format)
+      print(f'{f.from_torch} -> {f.out} ({config["model"]} x{config["scale"]}, '
             f'{config["param_count"]:,} params)')
-    elif _TO_TORCH.value and not _FROM_TORCH.value:
-      if not _MODEL_DIR.value:
+    elif f.to_torch and not f.from_torch:
+      if not f.model_dir:
         raise InputError('--to_torch needs --model_dir')
-      sd = export_torch_file(_MODEL_DIR.value, _TO_TORCH.value)
-      print(f'{_MODEL_DIR.value} -> {_TO_TORCH.value} ({len(sd)} keys)')
+      sd = export_torch_file(f.model_dir, f.to_torch)
+      print(f'{f.model_dir} -> {f.to_torch} ({len(sd)} keys)')
     else:
       raise InputError('give either --from_torch (with --model, --out) or --to_torch '
                        '(with --model_dir)')
@@ -181,8 +187,10 @@ def main(argv):
 
 
 def run_main() -> None:
+  define_flags()
   app.run(main)
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))
