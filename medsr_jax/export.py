@@ -31,6 +31,7 @@ import numpy as np
 import medsr_jax
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
+from medsr_jax.io import json_files
 
 FORMAT = 'medsr_jax.export'
 FORMAT_VERSION = 1
@@ -262,19 +263,8 @@ def save_export(directory: str, *, model_name: str, model_kwargs: Mapping[str, A
 
 def read_config(directory: str) -> dict[str, Any]:
   """Reads and checks `directory`/config.json (InputError for anything wrong)."""
-  directory = os.fspath(directory)
-  if not os.path.isdir(directory):
-    raise InputError(f'{directory}: model directory not found')
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise InputError(f'{directory}: no {CONFIG_FILE} (not a medsr_jax export directory)')
-  try:
-    with open(path, encoding='utf-8') as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise InputError(f'{path}: cannot read ({" ".join(str(e).split())})') from e
-  if not isinstance(config, dict):
-    raise InputError(f'{path}: expected a JSON object')
+  path, config = json_files.read_json_object(directory, CONFIG_FILE, 'model directory',
+                                             'a medsr_jax export directory')
   if config.get('format', FORMAT) != FORMAT:
     raise InputError(f'{path}: not a medsr_jax export (format {config.get("format")!r})')
   version = config.get('format_version', FORMAT_VERSION)

@@ -46,6 +46,7 @@ from typing import Any, Optional
 
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
+from medsr_jax.io import json_files
 
 FORMAT = 'medsr_jax.shards'
 FORMAT_VERSION = 1
@@ -117,18 +118,9 @@ def _split_from_json(raw: Any, path: str, name: str) -> Split:
 
 def read_manifest(directory: str) -> Manifest:
   """The validated manifest of shard directory `directory` (InputError if missing or bad)."""
-  directory = os.fspath(directory)
-  path = os.path.join(directory, MANIFEST)
-  if not os.path.isdir(directory):
-    raise InputError(f'{directory}: shard directory not found')
-  if not os.path.isfile(path):
-    raise InputError(f'{directory}: no {MANIFEST} (not a data_prep shard directory)')
-  try:
-    with open(path, encoding='utf-8') as f:
-      raw = json.load(f)
-  except (OSError, ValueError) as e:
-    raise InputError(f'{path}: cannot read ({" ".join(str(e).split())})') from e
-  _require(isinstance(raw, dict) and raw.get('format') == FORMAT, path, 'wrong format')
+  path, raw = json_files.read_json_object(directory, MANIFEST, 'shard directory',
+                                          'a data_prep shard directory')
+  _require(raw.get('format') == FORMAT, path, 'wrong format')
   _require(isinstance(raw.get('format_version'), int) and raw['format_version'] <= FORMAT_VERSION,
            path, f'format version {raw.get("format_version")!r} is newer than supported')
   for key in ('dataset', 'protocol', 'settings', 'channels', 'modalities', 'has_labels',
