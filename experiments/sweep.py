@@ -4,7 +4,9 @@
   python -m experiments.sweep --config=configs/rdst.py:demo --workdir=runs/grid --run    # run all
 
 A config file declares its grid with `sweep(add)`, calling `add(**{"a.b": value, ...})` once per
-point (see `configs/rdst.py`). Each point becomes `--config.a.b=value` overrides and its own
+point (see `configs/rdst.py`); a point may also give `config_arg="..."`, the ARGS after the file's
+colon for that point (e.g. `model=rdst_e` in configs/baseline.py, where the model name decides
+every architecture field). Each point becomes `--config.a.b=value` overrides and its own
 workdir under `--workdir`, named after the overrides. Every override is checked against the
 config before anything is printed or run, so a typo in a grid fails at once. Printing the
 commands lets a cluster scheduler (one job per line) run the grid; `--run` runs them here, one
@@ -29,6 +31,9 @@ def _load(path: str):
   return module
 
 
+CONFIG_ARG = "config_arg"
+
+
 def grid_points(config_arg: str) -> list[dict]:
   """The override dicts of the grid, each checked against the config."""
   path, _, arg = config_arg.partition(":")
@@ -38,8 +43,10 @@ def grid_points(config_arg: str) -> list[dict]:
   points: list[dict] = []
   module.sweep(lambda **overrides: points.append(overrides))
   for point in points:
-    config = module.get_config(arg or None)
+    config = module.get_config(point.get(CONFIG_ARG, arg) or None)
     for key, value in point.items():
+      if key == CONFIG_ARG:
+        continue
       parent = config
       *parents, leaf = key.split(".")
       for name in parents:
@@ -52,13 +59,20 @@ def grid_points(config_arg: str) -> list[dict]:
 
 def point_name(point: dict) -> str:
   """A directory name for a grid point, e.g. 'model.kwargs.num_blocks=4'."""
-  return ",".join(re.sub(r"[^\w.=,-]", "", f"{k}={v}") for k, v in sorted(point.items()))
+  parts = [str(v) if k == CONFIG_ARG else f"{k}={v}" for k, v in sorted(point.items())]
+  return ",".join(re.sub(r"[^\w.=,-]", "", part) for part in parts)
+
+
+def _config_flag(config_arg: str, point: dict) -> str:
+  path, _, arg = config_arg.partition(":")
+  arg = point.get(CONFIG_ARG, arg)
+  return f"--config={path}:{arg}" if arg else f"--config={path}"
 
 
 def commands(config_arg: str, workdir: str) -> list[list[str]]:
-  return [[sys.executable, "-m", "medsr_jax.main", f"--config={config_arg}",
+  return [[sys.executable, "-m", "medsr_jax.main", _config_flag(config_arg, p),
            f"--workdir={pathlib.Path(workdir) / point_name(p)}"] +
-          [f"--config.{k}={v}" for k, v in sorted(p.items())]
+          [f"--config.{k}={v}" for k, v in sorted(p.items()) if k != CONFIG_ARG]
           for p in grid_points(config_arg)]
 
 

@@ -21,3 +21,13 @@ def test_grid_typo_is_an_error(tmp_path):
       "def sweep(add):\n  add(**{'train.nonexistent': 1})\n")
   with pytest.raises(ValueError, match="train.nonexistent"):
     sweep.grid_points(str(config))
+
+
+def test_baseline_grid_has_one_point_per_generator(tmp_path):
+  cmds = sweep.commands("configs/baseline.py", str(tmp_path))
+  names = [c[3].split("model=")[1] for c in cmds]
+  assert "--config=configs/baseline.py:model=edsr_lite" in [c[3] for c in cmds]
+  assert len(names) == len(set(names)) == 17 and {"rcan", "swinir_psd", "rdst_e"} <= set(names)
+  assert all(c[4].endswith(f"model={n}") for c, n in zip(cmds, names))
+  with pytest.raises(ValueError, match="own trainers"):
+    sweep._load("configs/baseline.py").get_config("model=miassr")
