@@ -21,7 +21,7 @@ tests/data/parity/<case>.npz (rule v1 of reference/PARITY.md; weights regenerate
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,37 +36,9 @@ from tests import parity_weights
 KIND = {'param': 'param', 'param_frozen': 'frozen', 'buffer': 'buffer', 'param_alias': 'alias'}
 
 
-def random_like(tree: Any, seed: Union[int, np.random.Generator] = 0, scale: float = 0.2, *,
-                positive: Sequence[str] = ('var',),
-                constant: Optional[Mapping[str, float]] = None) -> Any:
-  """float32 numpy arrays shaped like the leaves of `tree` (e.g. ShapeDtypeStructs).
-
-  Leaves are drawn in tree order from `seed` (an int, or a numpy Generator to continue): N(0,
-  scale^2), except leaves named in `positive` (BatchNorm running variances 'var'): 0.5 + U[0, 1),
-  and leaves named in `constant` (e.g. {'var': 1.0, 'mean': 0.0}): that value, nothing drawn.
-  """
-  rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-  constant = dict(constant or {})
-
-  def draw(path, s):
-    name = getattr(path[-1], 'key', None) if path else None
-    if name in constant:
-      return np.full(s.shape, constant[name], np.float32)
-    if name in positive:
-      return (0.5 + rng.random(s.shape)).astype(np.float32)
-    return (scale * rng.standard_normal(s.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, tree)
-
-
-def random_variables(model: Any, seed: int = 0, scale: float = 0.2, **kwargs) -> dict:
-  """Random variables of `model` without compiling `init`: every collection of
-  `models.abstract_variables(model)` but 'constants' (MeanShift then uses the model's mean /
-  std), from one generator, in that order; `random_like` draws (and takes `kwargs`)."""
-  rng = np.random.default_rng(seed)
-  shapes = models.abstract_variables(model)
-  return {col: random_like(shapes[col], rng, scale, **kwargs)
-          for col in shapes if col != 'constants'}
+# One implementation for the library (complexity timing) and the tests.
+random_like = models.random_like
+random_variables = models.random_variables
 
 
 def check_output_shapes(model: Any, sizes: Sequence[tuple[int, int]], batch: int = 2,

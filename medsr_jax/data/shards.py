@@ -96,6 +96,9 @@ class ShardSource:
     self._reset_lazy_state()
 
   def _load_offsets(self) -> list[np.ndarray]:
+    offsets = self._offsets  # read on every record: no lock once the index is loaded
+    if offsets is not None:
+      return offsets
     with self._lock:
       if self._offsets is None:
         loaded = []

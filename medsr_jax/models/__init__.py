@@ -18,8 +18,10 @@ from medsr_jax.models.registry import default_options
 from medsr_jax.models.registry import example_inputs
 from medsr_jax.models.registry import init
 from medsr_jax.models.registry import make_constructor
+from medsr_jax.models.registry import random_like
+from medsr_jax.models.registry import random_variables
 from medsr_jax.models.registry import register
 
 __all__ = ['abstract_variables', 'available', 'build', 'count_params',
            'count_relative_position_params', 'default_options', 'example_inputs', 'init',
-           'make_constructor', 'register']
+           'make_constructor', 'random_like', 'random_variables', 'register']

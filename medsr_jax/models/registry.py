@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -179,6 +179,42 @@ def init(model: nn.Module, key: jax.Array) -> Any:
   args, kwargs = example_inputs(model)
   zeros = [jnp.zeros(a.shape, a.dtype) for a in args]
   return model.init(key, *zeros, **kwargs)
+
+
+def random_like(tree: Any, seed: Union[int, np.random.Generator] = 0, scale: float = 0.2, *,
+                positive: Sequence[str] = ('var',),
+                constant: Optional[Mapping[str, float]] = None) -> Any:
+  """float32 numpy arrays shaped like the leaves of `tree` (e.g. ShapeDtypeStructs).
+
+  Leaves are drawn in tree order from `seed` (an int, or a numpy Generator to continue): N(0,
+  scale^2), except leaves named in `positive` (BatchNorm running variances 'var'): 0.5 + U[0, 1),
+  and leaves named in `constant` (e.g. {'var': 1.0}): that value, nothing drawn.
+  """
+  rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+  constant = dict(constant or {})
+
+  def draw(path, s):
+    name = getattr(path[-1], 'key', None) if path else None
+    if name in constant:
+      return np.full(s.shape, constant[name], np.float32)
+    if name in positive:
+      return (0.5 + rng.random(s.shape)).astype(np.float32)
+    return (scale * rng.standard_normal(s.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, tree)
+
+
+def random_variables(model: nn.Module, seed: int = 0, scale: float = 0.2, **kwargs) -> dict:
+  """Random variables of `model` without compiling `init` (threefry is slow on XLA:CPU).
+
+  Every collection of `abstract_variables(model)` but 'constants' (MeanShift then uses the
+  model's mean / std), drawn from one generator in that order by `random_like` (which takes
+  `kwargs`). For tests, timing and shape checks, not for training.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = abstract_variables(model)
+  return {col: random_like(shapes[col], rng, scale, **kwargs)
+          for col in shapes if col != 'constants'}
 
 
 def _param_leaves(variables: Any):
