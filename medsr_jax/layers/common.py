@@ -3,7 +3,8 @@
 Everything is NHWC (channels last). The layers mirror the author's `networks/common.py`
 (reference spec §5.1) closely enough that a PyTorch state dict ports by transposing kernels:
 
-  * `Conv2d`: 2-D convolution with padding k // 2 and a bias (`default_conv`), kernel (kh, kw, in, out).
+  * `Conv2d`: 2-D convolution with padding k // 2 and a bias (`default_conv`), kernel (kh, kw, in, out);
+    it runs `convolution.conv2d`, whose gradient stays fast inside `nn.scan` on XLA:CPU.
   * `Linear`: `nn.Linear`, kernel (in, out).
   * `layer_norm`: `nn.LayerNorm` (eps 1e-5, two-pass variance like PyTorch).
   * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
@@ -38,6 +39,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from medsr_jax.layers import convolution
 
 INIT_SCHEMES = ('thesis', 'reference')
 CONSTANTS = 'constants'
@@ -103,10 +106,8 @@ class Conv2d(nn.Module):
     fan_in = in_features // g * k * k
     kernel = self.param('kernel', torch_uniform(fan_in), (k, k, in_features // g, self.features))
     p = k // 2 if self.padding is None else self.padding
-    y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(self.stride, self.stride),
-        padding=((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=g, precision=self.precision)
+    y = convolution.conv2d(x, kernel.astype(x.dtype), padding=((p, p), (p, p)),
+                           stride=self.stride, groups=g, precision=self.precision)
     if self.use_bias:
       bias = self.param('bias', torch_uniform(fan_in), (self.features,))
       y = y + bias.astype(y.dtype)
