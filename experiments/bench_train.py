@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from medsr_jax import config_lib, models, sharding
-from medsr_jax.trainers import step as step_lib
+from medsr_jax.trainers import state as state_lib, step as step_lib
 
 _MODELS = flags.DEFINE_list("models", ["rdst", "rdst_e"], "Registered model names.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size (thesis: 32).")
@@ -52,11 +52,12 @@ def bench_model(name: str) -> dict:
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, lp, lp, 1)))["params"]
-    return step_lib.init_state(params, tx, jax.random.key(1), ema=False)
+    return state_lib.init_state({"g": state_lib.init_player(params, tx, ema=False)},
+                                jax.random.key(1))
 
   state_sh = sharding.tree_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=state_sh)()
-  n_params = models.count_params({"params": state["params"]})
+  n_params = models.count_params({"params": state["players"]["g"]["params"]})
   batch_sh = sharding.batch_sharding(mesh)
   step = step_lib.jit_train_step(
       step_lib.make_train_step(step_lib.pixel_objective(model, "l1"), tx, loss_threshold=1e8,
@@ -77,10 +78,10 @@ def bench_model(name: str) -> dict:
 
   infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
   x = jnp.asarray(rng.random((1, 160 // _SCALE.value, 128 // _SCALE.value, 1), np.float32))
-  _block(infer(state["params"], x))
+  _block(infer(state["players"]["g"]["params"], x))
   t0 = time.perf_counter()
   for _ in range(_INFER.value):
-    y = infer(state["params"], x)
+    y = infer(state["players"]["g"]["params"], x)
   _block(y)
   infer_s = (time.perf_counter() - t0) / _INFER.value
   return dict(model=name, params=n_params, compile_s=compile_s, steps_per_s=1 / train_s,

@@ -6,7 +6,8 @@ A checkpoint at step N (`WORKDIR/checkpoints/N/`) holds three items:
   meta    JSON: the config and the validation metrics at that step
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so an
 interrupted save never leaves a checkpoint that restores half a state. Kept: the latest
-`keep` checkpoints, plus the one with the best validation PSNR. Saving is asynchronous; the loop
+`keep` checkpoints, plus the one with the best validation metric (`metric`, by default
+'val_psnr', higher is better; `mode='min'` for a loss). Saving is asynchronous; the loop
 calls `wait()` before it exits.
 
 Restoring takes an abstract state (shapes, dtypes and shardings), so a checkpoint written on one
@@ -28,16 +29,20 @@ VAL_METRIC = "val_psnr"
 class Checkpointer:
   """Keep-latest-N + best-by-validation-PSNR checkpoints of (state, data iterator, meta)."""
 
-  def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True,
+               metric: str = VAL_METRIC, mode: str = "max"):
+    if mode not in ("max", "min"):
+      raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     self.directory = pathlib.Path(directory).absolute()
     policies = [
         ocp.checkpoint_managers.LatestN(n=max(1, int(keep))),
         ocp.checkpoint_managers.BestN(
-            get_metric_fn=lambda metrics: metrics[VAL_METRIC], reverse=False, n=1,
+            get_metric_fn=lambda metrics: metrics[metric], reverse=mode == "min", n=1,
             keep_checkpoints_without_metrics=False),
     ]
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=lambda metrics: metrics[metric], best_mode=mode,
         enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -52,7 +57,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict,
            metrics: dict | None = None) -> bool:
-    """Saves asynchronously; `metrics` (with 'val_psnr') ranks the checkpoint for 'best'."""
+    """Saves asynchronously; `metrics` (with the ranking metric) ranks the checkpoint for 'best'."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),

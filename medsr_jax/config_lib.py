@@ -48,12 +48,17 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 
 
 def stage(name: str, *, steps: int, learning_rate: float, loss: str = "l1",
-          milestones: tuple[int, ...] = (), gamma: float = 0.5,
-          warmup_steps: int = 0) -> ml_collections.ConfigDict:
-  """One training stage: `steps` optimiser steps of `loss`, LR decayed by `gamma` at `milestones`
-  (counted from the start of the stage), after an optional linear warm-up."""
+          losses: dict[str, float] | None = None, milestones: tuple[int, ...] = (),
+          gamma: float = 0.5, warmup_steps: int = 0) -> ml_collections.ConfigDict:
+  """One training stage: `steps` optimiser steps, LR decayed by `gamma` at `milestones` (counted
+  from the start of the stage), after an optional linear warm-up.
+
+  The objective is the weighted sum `losses` ({'mse': 1.0, 'vgg54': 0.006, 'adv': 0.001}; terms
+  in `trainers/objectives.py`); when `losses` is empty, `loss` alone with weight 1 (shorthand).
+  """
   return ml_collections.ConfigDict(dict(
       name=name, steps=steps, learning_rate=learning_rate, loss=loss,
+      losses={str(k): float(v) for k, v in (losses or {}).items()},
       milestones=tuple(milestones), gamma=gamma, warmup_steps=warmup_steps))
 
 
@@ -74,8 +79,9 @@ def model_config(name: str, *, scale: int = 4, in_channels: int = 1,
 def base_sr_config() -> ml_collections.ConfigDict:
   """Fields shared by every fixed-scale SR method (values follow the RDST protocol, thesis ch. 5)."""
   c = ml_collections.ConfigDict()
-  c.trainer = "sr"
+  c.trainer = "sr"                 # trainers.get(name): 'sr', 'gan'
   c.seed = 0
+  c.init_from = ""                 # run or export directory: start the generator from its weights
 
   c.model = model_config("rdst")   # name, scale, in_channels, kwargs (every architecture option)
 
@@ -110,6 +116,12 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 3     # latest N, plus the best by validation PSNR
   c.train.max_steps = -1           # stop early at this global step (-1: run every stage)
+  c.train.frozen = ml_collections.ConfigDict()
+  c.train.frozen.vgg = ""          # export dir of 'vgg19' (python -m medsr_jax.export --model=vgg19)
+  c.train.perceptual = ml_collections.ConfigDict(dict(
+      after_relu=False,            # VGG features before the ReLU (reference code, spec §7.2)
+      channel_reduce="mean",       # C != 3 channels: mean of per-channel losses (thesis §4.3.3)
+      normalize=True))             # ImageNet mean/std (False: the MINC VGG, spec §7.3)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_panels = 4            # PNG panels LR | bicubic | SR | HR | error written at the end

@@ -97,10 +97,12 @@ def evaluate(predict, variables, lr: np.ndarray, hr: np.ndarray, scale: float
 
 
 def markdown_table(scores: dict[str, Scores], *, scale: float, model_label: str) -> str:
-  """The thesis-style table: mean (std) PSNR / SSIM per method."""
+  """The thesis-style table: mean (std) PSNR / SSIM per method, one row per entry of `scores`
+  in its order ('model' is labelled `model_label`, other keys by themselves)."""
   lines = [f"| method (x{scale:g}) | PSNR (dB) | SSIM | slices |", "|---|---|---|---|"]
-  for key, label in (("bicubic", "bicubic"), ("model", model_label)):
-    s = scores[key].summary()
+  for key, value in scores.items():
+    label = model_label if key == "model" else key
+    s = value.summary()
     lines.append(f"| {label} | {s['psnr_mean']:.2f} ({s['psnr_std']:.2f}) | "
                  f"{s['ssim_mean']:.4f} ({s['ssim_std']:.4f}) | {s['slices']} |")
   return "\n".join(lines)

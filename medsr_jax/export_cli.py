@@ -13,6 +13,10 @@ same way. A checkpoint that wraps the weights ({'state_dict': ...}, {'model': ..
 keys carry DataParallel's 'module.' prefix is unwrapped. `--model_kwargs` is a JSON object of
 architecture options for `models.build` (e.g. '{"reference_tail_scale": 2.0}').
 
+  # torchvision's VGG-19 for the perceptual losses (its classifier.* tensors are left out, with
+  # one line saying so; nothing is ever downloaded)
+  python -m medsr_jax.export --model=vgg19 --from_torch=vgg19-dcbb9e9d.pth --out=weights/vgg19
+
 Every key is checked (`medsr_jax.export_torch`): a missing, extra or mis-shaped key is a one-line
 error naming it, exit code 2, and nothing is written. Outputs are written atomically.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from absl import app, flags
 import jax
@@ -127,11 +131,26 @@ def _model_kwargs(text: str) -> dict[str, Any]:
 
 
 def import_torch(model: str, state_dict_path: str, out_dir: str, *, scale: float,
-                 in_channels: int, model_kwargs: Mapping[str, Any], fmt: str = 'npz') -> dict:
-  """PyTorch state-dict file -> export directory; returns the export's config."""
-  sd = read_state_dict(state_dict_path)
-  variables = export_torch.variables_from_torch(model, sd, scale=scale, in_channels=in_channels,
-                                                **model_kwargs)
+                 in_channels: int, model_kwargs: Mapping[str, Any], fmt: str = 'npz',
+                 log: Callable[[str], None] = print) -> dict:
+  """PyTorch state-dict file -> export directory; returns the export's config.
+
+  Keys that the model's layout leaves out on purpose (torchvision VGG's classifier) are reported
+  in one `log` line; an error is followed by the layout's hint on what file to pass, if it has one.
+  """
+  has_layout = model in torch_layouts.names()
+  hint = torch_layouts.source_hint(model) if has_layout else ''
+  try:
+    sd = read_state_dict(state_dict_path)
+    note = torch_layouts.ignored_note(model, sd) if has_layout else ''
+    if note:
+      log(note)
+    variables = export_torch.variables_from_torch(model, sd, scale=scale,
+                                                  in_channels=in_channels, **model_kwargs)
+  except InputError as e:
+    if hint and hint not in str(e):
+      raise InputError(f'{e}; {hint}') from e
+    raise
   return export.save_export(out_dir, model_name=model, model_kwargs=model_kwargs, scale=scale,
                             in_channels=in_channels, params=variables, fmt=fmt,
                             extra={'imported_from': os.path.abspath(state_dict_path)})

@@ -37,9 +37,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, FILE[:AR
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-TRAINERS = ("sr",)
-
-
 def write_config(config, workdir: pathlib.Path) -> None:
   """The resolved config, as JSON (for tools) next to the run's outputs."""
   text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
@@ -57,8 +54,9 @@ def run(config, workdir: str) -> dict:
                     num_processes=config.num_processes if config.num_processes > 0 else None,
                     process_id=config.process_id if config.process_id >= 0 else None)
     jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
-  if config.trainer not in TRAINERS:
-    raise errors.InputError(f"unknown trainer {config.trainer!r}; known: {', '.join(TRAINERS)}")
+  from medsr_jax import trainers  # pylint: disable=import-outside-toplevel
+  from medsr_jax.trainers import loop  # pylint: disable=import-outside-toplevel
+  trainer_class = trainers.get(config.trainer)
   path = pathlib.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
@@ -66,8 +64,7 @@ def run(config, workdir: str) -> dict:
   logging.info("devices: %s", jax.devices())
   print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{jax.process_count()} process(es); workdir {path}", flush=True)
-  from medsr_jax.trainers import sr
-  return sr.train_and_evaluate(config, path)
+  return loop.train_and_evaluate(trainer_class, config, path)
 
 
 def main(argv):

@@ -20,7 +20,7 @@ import numpy as np
 DATA = pathlib.Path(__file__).parent / 'data'
 MEAN_SHIFT_MEAN = 0.25
 MEAN_SHIFT_STD = 1.1
-GAIN_ONE_MODELS = ('srgan_d', 'wgan_gp_d', 'unet_seg')
+GAIN_ONE_MODELS = ('srgan_d', 'wgan_gp_d', 'unet_seg', 'vgg19', 'fid_inception')
 
 
 def load_layout(name_or_path: Any) -> dict:

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from medsr_jax import config_lib, models, sharding
-from medsr_jax.trainers import schedule, step as step_lib
+from medsr_jax.trainers import schedule, state as state_lib, step as step_lib
+
+def _g(state):
+  """The generator player of a train state."""
+  return state["players"]["g"]
+
 
 TINY = dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6, window_size=4)
 
@@ -33,7 +38,8 @@ def _run_steps(mesh, batches, name, train_config=None):
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    return step_lib.init_state(params, tx, jax.random.key(1), ema=train_config.ema_decay > 0)
+    player = state_lib.init_player(params, tx, ema=train_config.ema_decay > 0)
+    return state_lib.init_state({"g": player}, jax.random.key(1))
 
   state_sh = sharding.tree_shardings(jax.eval_shape(init), mesh, min_size=64)
   # One init program for every mesh (compiled once, then cached), placed onto the mesh after.
@@ -60,14 +66,14 @@ def test_eight_devices_match_one_device_and_compile_once():
   np.testing.assert_allclose(loss8, loss1, rtol=0, atol=1e-5)
   np.testing.assert_allclose(loss_f, loss1, rtol=0, atol=1e-5)
   for other in (data8, fsdp):
-    for a, b in zip(jax.tree.leaves(other["params"]), jax.tree.leaves(single["params"])):
+    for a, b in zip(jax.tree.leaves(_g(other)["params"]), jax.tree.leaves(_g(single)["params"])):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
   # The loss really went down, so the comparison is not between two untouched states.
   assert loss1[-1] < loss1[0]
   for name in ("one", "data8", "fsdp"):
     assert step_lib.TRACE_COUNTS[name] == 1, (name, step_lib.TRACE_COUNTS[name])
   # Under FSDP some parameter is actually split over the 'fsdp' axis.
-  specs = [x.sharding.spec for x in jax.tree.leaves(fsdp["params"])]
+  specs = [x.sharding.spec for x in jax.tree.leaves(_g(fsdp)["params"])]
   assert any("fsdp" in tuple(s) for s in specs)
 
 
@@ -79,17 +85,17 @@ def test_loss_guard_skips_bad_steps():
   before, _ = _run_steps(mesh, batches[:1], "guard_ref", _train_config(ema_decay=0.9))
   after, losses = _run_steps(mesh, [batches[0], bad], "guard", _train_config(ema_decay=0.9))
   assert np.isnan(losses[1])
-  assert int(after["skipped"]) == 1 and int(after["step"]) == 2
-  for a, b in zip(jax.tree.leaves(after["params"]), jax.tree.leaves(before["params"])):
+  assert int(_g(after)["skipped"]) == 1 and int(after["step"]) == 2
+  for a, b in zip(jax.tree.leaves(_g(after)["params"]), jax.tree.leaves(_g(before)["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for a, b in zip(jax.tree.leaves(after["ema"]), jax.tree.leaves(before["ema"])):
+  for a, b in zip(jax.tree.leaves(_g(after)["ema"]), jax.tree.leaves(_g(before)["ema"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_threshold_guard_counts_large_losses():
   mesh = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   state, _ = _run_steps(mesh, _batches(2), "threshold", _train_config(loss_threshold=1e-9))
-  assert int(state["skipped"]) == 2
+  assert int(_g(state)["skipped"]) == 2
 
 
 def test_stage_schedule_halves_at_milestones():
@@ -118,7 +124,9 @@ def test_models_with_state_and_dropout_train(name, options):
   tx = step_lib.make_optimizer(_train_config(), stage)
   params, model_state = step_lib.split_variables(model.init(jax.random.key(0),
                                                             jnp.zeros((1, 8, 8, 1))))
-  state = step_lib.init_state(params, tx, jax.random.key(1), ema=False, model_state=model_state)
+  state = state_lib.init_state(
+      {"g": state_lib.init_player(params, tx, ema=False, model_state=model_state)},
+      jax.random.key(1))
   step = jax.jit(step_lib.make_train_step(step_lib.pixel_objective(model, "l1"), tx,
                                           loss_threshold=1e8, name=f"state_{name}"))
   before = jax.tree.map(np.asarray, state)
@@ -128,9 +136,9 @@ def test_models_with_state_and_dropout_train(name, options):
   assert step_lib.TRACE_COUNTS[f"state_{name}"] == 1
   changed = lambda a, b: any(not np.array_equal(x, y) for x, y in
                              zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  assert changed(state["params"], before["params"])
+  assert changed(_g(state)["params"], _g(before)["params"])
   if "batch_stats" in model_state:
-    assert changed(state["model_state"]["batch_stats"], before["model_state"]["batch_stats"])
+    assert changed(_g(state)["model_state"]["batch_stats"], _g(before)["model_state"]["batch_stats"])
   # Evaluation uses params + model_state (running statistics in eval mode).
-  y = model.apply({"params": state["params"], **state["model_state"]}, jnp.ones((1, 8, 8, 1)))
+  y = model.apply({"params": _g(state)["params"], **_g(state)["model_state"]}, jnp.ones((1, 8, 8, 1)))
   assert y.shape == (1, 16, 16, 1)

@@ -69,6 +69,7 @@ _register_many('medsr_jax.torch_layouts.meta_sr', ['miassr', 'meta_rdn', 'meta_s
                                                    'meta_esrgan', 'meta_mdsr'])
 _register_many('medsr_jax.torch_layouts.discriminators', ['srgan_d', 'wgan_gp_d', 'miassr_d'])
 _register_many('medsr_jax.torch_layouts.unet_seg', ['unet_seg'])
+_register_many('medsr_jax.torch_layouts.vgg', ['vgg19'])
 
 
 def names() -> list[str]:
@@ -81,6 +82,25 @@ def get(name: str) -> Any:
   if name not in _LAYOUTS:
     raise InputError(f'no PyTorch layout for model {name!r}; have: {", ".join(names())}')
   return importlib.import_module(_LAYOUTS[name])
+
+
+def ignored_note(name: str, state_dict: Mapping[str, Any]) -> str:
+  """One line on the keys of `state_dict` that model `name`'s `from_torch` leaves out on purpose
+  (a layout module's optional `ignored_keys(state_dict)` and `IGNORED_NOTE`, e.g. torchvision
+  VGG's `classifier.*`), or '' when there are none (every other model: extra keys are errors)."""
+  module = get(name)
+  find = getattr(module, 'ignored_keys', None)
+  keys = list(find(state_dict)) if find is not None else []
+  if not keys:
+    return ''
+  groups = ', '.join(sorted({str(k).split('.', 1)[0] + '.*' for k in keys}))
+  why = getattr(module, 'IGNORED_NOTE', 'not used by this model')
+  return f'left out {len(keys)} {groups} tensors ({why})'
+
+
+def source_hint(name: str) -> str:
+  """What file to pass for model `name` (a layout module's optional `SOURCE_HINT`), or ''."""
+  return getattr(get(name), 'SOURCE_HINT', '')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,28 @@
+"""Training regimes, by config name: `trainers.get(config.trainer)` (imported lazily).
+
+  'sr'   fixed-scale pixel (+ VGG) training            trainers/sr.py
+  'gan'  generator + discriminator, WGAN-GP and kin      trainers/gan.py
+
+Each module defines `Trainer`, a class the shared loop (`trainers/loop.py`) drives. Add a regime
+by writing `trainers/<name>.py` with a `Trainer` (usually a subclass of `sr.SRTrainer`) and
+listing it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from medsr_jax.errors import InputError
+
+_MODULES = {"sr": "medsr_jax.trainers.sr", "gan": "medsr_jax.trainers.gan"}
+
+
+def available() -> list[str]:
+  return sorted(_MODULES)
+
+
+def get(name: str):
+  """The `Trainer` class of regime `name`; InputError for an unknown name."""
+  if name not in _MODULES:
+    raise InputError(f"unknown trainer {name!r}; known: {', '.join(available())}")
+  return importlib.import_module(_MODULES[name]).Trainer

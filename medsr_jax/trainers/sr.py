@@ -1,41 +1,41 @@
-"""The fixed-scale SR trainer: staged pixel-loss training, validation, checkpoints, evaluation.
+"""The fixed-scale SR trainer (`config.trainer = 'sr'`): one player, pixel (+ VGG) losses.
 
   python -m medsr_jax.main --config=configs/rdst.py --workdir=runs/rdst
 
-`train_and_evaluate(config, workdir)` runs every stage of `config.train.stages` (thesis §5.3.3),
-resuming from the latest checkpoint in `workdir` if there is one (same data order: the grain
-iterator state is in the checkpoint), then evaluates bicubic and the model on the test slices and
-exports the parameters to `workdir/export/`.
+Trains the generator on every stage of `config.train.stages` (thesis §5.3.3) with the stage's
+weighted loss terms (`trainers/objectives.py`), validates PSNR/SSIM on whole validation slices,
+then evaluates bicubic and the model on the test slices and exports the parameters to
+`workdir/export/`. The loop itself (resume, logging, checkpoints) is `trainers/loop.py`; the GAN
+trainer (`trainers/gan.py`) extends this class with a discriminator player.
 
-Per step the host only fetches the next batch and dispatches the jitted step; metrics stay on
-device until the next log line (every `train.log_every` steps), so there is no host round trip in
-the step. Outputs in the workdir: config.json, metrics.jsonl, tensorboard/, checkpoints/,
-results.md, results.json, panel_*.png, export/.
+`config.init_from` (a run directory or an export directory) starts the generator from another
+run's exported weights instead of a random init, so ablation grids branch from one shared
+warm-up (thesis Tables 4.5/4.6, 5.6/5.9).
 """
 
 from __future__ import annotations
 
 import pathlib
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
-from medsr_jax import checkpoint as checkpoint_lib
 from medsr_jax import config_lib, evaluate, export, models, sharding
 from medsr_jax.data import pipeline, sources
 from medsr_jax.errors import InputError
-from medsr_jax.logging import progress, writers
 from medsr_jax.metrics import image_quality
-from medsr_jax.trainers import schedule, step as step_lib
+from medsr_jax.trainers import objectives
+from medsr_jax.trainers import state as state_lib
+from medsr_jax.trainers import step as step_lib
+
+G = state_lib.GENERATOR
 
 
-def _build_model(config):
-  return models.build(config.model.name, scale=config.model.scale,
-                      in_channels=config.model.in_channels, **config.model.kwargs.to_dict())
+def build_model(model_config):
+  return models.build(model_config.name, scale=model_config.scale,
+                      in_channels=model_config.in_channels, **model_config.kwargs.to_dict())
 
 
 def _check_channels(source, in_channels: int) -> None:
@@ -47,22 +47,67 @@ def _check_channels(source, in_channels: int) -> None:
                      "with --config.data.modalities")
 
 
-class _Run:
-  """Everything one training run holds: mesh, model, data, state, step functions."""
+def init_from_variables(directory: str, model_name: str) -> dict:
+  """The exported variables of `directory` (an export dir, or a run dir with `export/`)."""
+  path = pathlib.Path(directory)
+  if not (path / export.CONFIG_FILE).is_file() and (path / "export").is_dir():
+    path = path / "export"
+  _, variables, cfg = export.load_export(str(path))
+  if cfg["model"] != model_name:
+    raise InputError(f"init_from {path} holds model {cfg['model']!r}, this run trains "
+                     f"{model_name!r}")
+  return variables
+
+
+class SRTrainer:
+  """Fixed-scale super-resolution: the generator player 'g' and its stages."""
+
+  name = "sr"
+  best_metric, best_mode = "val_psnr", "max"
+  loss_terms = objectives.PIXEL_TERMS + objectives.PERCEPTUAL_TERMS
 
   def __init__(self, config, workdir: pathlib.Path):
     self.config, self.workdir = config, workdir
+    self.check_config()
     self.mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axis_names)
-    self.model = _build_model(config)
-    self.stages = list(config.train.stages)
+    self.model = build_model(config.model)
+    self.notes: list[str] = []  # printed now, and appended to results.md at the end
+    self.stages = self._stages_for_run()
     self.total_steps = config_lib.total_steps(config)
     self.scale = float(config.model.scale)
     self.train_iter = self._make_train_iterator()
     self.val_lr, self.val_hr, _ = self.eval_pairs("val")
     self.predict = evaluate.Predictor(self.model, config.data.eval_batch_size)
+    self.frozen = self._load_frozen()
     self.state = self._init_state()
     self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-    self._steps: dict[int, Any] = {}
+    self.best_checkpoint = None
+    self._steps: dict[Any, Any] = {}
+
+  # ----- config -----------------------------------------------------------------------------
+  def check_config(self) -> None:
+    """InputError for config fields this trainer would silently ignore."""
+    if tuple(self.config.data.scales):
+      raise InputError(f"data.scales is set ({tuple(self.config.data.scales)}) but trainer "
+                       f"{self.name!r} trains one fixed scale (model.scale); clear data.scales")
+    objectives.check_terms(self.config.train.stages, self.loss_terms, self.name)
+
+  def _stages_for_run(self) -> list:
+    """The config's stages; a demo without a VGG export runs with the VGG weights set to 0."""
+    stages = [s.copy_and_resolve_references() for s in self.config.train.stages]
+    vgg_dir = self.config.train.frozen.get(objectives.VGG, "")
+    if self.config.get("demo_without_vgg", False) and not vgg_dir:
+      for s in stages:
+        dropped = [t for t in objectives.PERCEPTUAL_TERMS if s.losses.get(t, 0.0)]
+        for t in dropped:
+          s.losses[t] = 0.0
+        if dropped:
+          self.notes.append(f"Stage {s.name!r} runs WITHOUT its VGG term(s) {dropped} (weight set "
+                            "to 0): no VGG-19 export was given (--config.train.frozen.vgg=DIR, see "
+                            "README).")
+    for note in self.notes:
+      print(f"note: {note}", flush=True)
+    return stages
 
   # ----- data -------------------------------------------------------------------------------
   def _make_train_iterator(self):
@@ -85,158 +130,142 @@ class _Run:
     lr, hr = pipeline.make_test_pairs(images, self.scale, blur=self.config.data.blur)
     return lr, hr, getattr(source, "slice_index", None)
 
+  def _load_frozen(self) -> dict:
+    frozen = objectives.load_frozen(self.config, self.stages)
+    return jax.device_put(frozen, sharding.replicated(self.mesh))
+
   # ----- state ------------------------------------------------------------------------------
-  def _tx(self, stage_idx: int):
+  def optimizer(self, player: str, stage_idx: int):
+    """The optimiser of `player` for stage `stage_idx`."""
+    del player
     return step_lib.make_optimizer(self.config.train, self.stages[stage_idx])
+
+  def init_players(self, rng: jax.Array, start: dict | None) -> dict[str, dict]:
+    """The players at step 0 (traced inside `jax.jit`); subclasses add theirs. `start`: the
+    generator's variables from `config.init_from`, or None for a random init."""
+    c = self.config
+    lp = c.data.lr_patch
+    dummy = jnp.zeros((1, lp, lp, c.model.in_channels), jnp.float32)
+    variables = self.model.init(rng, dummy) if start is None else start
+    params, model_state = step_lib.split_variables(variables)
+    return {G: state_lib.init_player(params, self.optimizer(G, 0), ema=c.train.ema_decay > 0,
+                                     model_state=model_state)}
 
   def _init_state(self):
     c = self.config
+    start = (init_from_variables(c.init_from, c.model.name) if c.get("init_from", "") else None)
+    if start is not None:
+      print(f"generator initialised from {c.init_from}", flush=True)
     rng_init, rng_train = jax.random.split(jax.random.key(c.seed))
-    lp = c.data.lr_patch
-    dummy = jnp.zeros((1, lp, lp, c.model.in_channels), jnp.float32)
 
-    def init():
-      params, model_state = step_lib.split_variables(self.model.init(rng_init, dummy))
-      return step_lib.init_state(params, self._tx(0), rng_train, ema=c.train.ema_decay > 0,
-                                 model_state=model_state)
+    def init(start):  # the start weights are an argument, never constants of the program
+      return state_lib.init_state(self.init_players(rng_init, start), rng_train)
 
-    shardings = sharding.tree_shardings(jax.eval_shape(init), self.mesh, c.mesh.fsdp_min_size)
-    return jax.jit(init, out_shardings=shardings)()
+    shardings = sharding.tree_shardings(jax.eval_shape(init, start), self.mesh,
+                                        c.mesh.fsdp_min_size)
+    return jax.jit(init, out_shardings=shardings)(start)
 
-  def reset_optimizer(self, stage_idx: int):
-    """A stage starts with a fresh optimiser state (its own learning-rate schedule)."""
-    tx = self._tx(stage_idx)
-    opt_sh = self.state_shardings["opt_state"]
-    self.state["opt_state"] = jax.jit(tx.init, out_shardings=opt_sh)(self.state["params"])
+  def start_stage(self, stage_idx: int) -> None:
+    """A stage starts with fresh optimiser states (its own learning-rate schedules)."""
+    for name, player in self.state["players"].items():
+      tx = self.optimizer(name, stage_idx)
+      opt_sh = self.state_shardings["players"][name]["opt_state"]
+      player["opt_state"] = jax.jit(tx.init, out_shardings=opt_sh)(player["params"])
     self.state["stage"] = jax.device_put(jnp.asarray(stage_idx, jnp.int32),
                                          self.state_shardings["stage"])
 
-  def step_fn(self, stage_idx: int):
+  # ----- steps ------------------------------------------------------------------------------
+  def jit(self, raw_step):
+    """`raw_step(state, batch, frozen)` jitted with this run's shardings, state donated."""
+    batch_sh = sharding.batch_sharding(self.mesh)
+    frozen_sh = jax.tree.map(lambda _: sharding.replicated(self.mesh), self.frozen)
+    jitted = step_lib.jit_step(raw_step, self.state_shardings, {"lr": batch_sh, "hr": batch_sh},
+                               sharding.replicated(self.mesh), frozen_sh)
+    return lambda state, batch: jitted(state, batch, self.frozen)
+
+  def generator_objective(self, stage_idx: int, **kwargs):
+    return objectives.generator_objective(
+        self.model, objectives.stage_terms(self.stages[stage_idx]),
+        self.config.train.get("perceptual", {}), **kwargs)
+
+  def train_step(self, stage_idx: int, step: int):
     """The jitted step of a stage, compiled once and reused."""
+    del step
     if stage_idx not in self._steps:
-      stage = self.stages[stage_idx]
       raw = step_lib.make_train_step(
-          step_lib.pixel_objective(self.model, stage.loss), self._tx(stage_idx),
+          self.generator_objective(stage_idx), self.optimizer(G, stage_idx),
           loss_threshold=self.config.train.loss_threshold,
           ema_decay=self.config.train.ema_decay, name=f"stage{stage_idx}")
-      batch_sh = sharding.batch_sharding(self.mesh)
-      self._steps[stage_idx] = step_lib.jit_train_step(
-          raw, self.state_shardings, {"lr": batch_sh, "hr": batch_sh},
-          sharding.replicated(self.mesh))
+      self._steps[stage_idx] = self.jit(raw)
     return self._steps[stage_idx]
 
-  def eval_params(self):
-    """This process's full copy of the variables to evaluate/export (EMA params when enabled)."""
-    use_ema = self.config.eval.use_ema and "ema" in self.state
-    params = self.state["ema"] if use_ema else self.state["params"]
-    return {"params": sharding.host_local(params, self.mesh),
-            **sharding.host_local(self.state["model_state"], self.mesh)}
+  def progress_fields(self, metrics: dict) -> dict:
+    return dict(loss=float(metrics["loss"]), lr=float(metrics["learning_rate"]))
 
-  def counter(self, name: str) -> int:
-    """A scalar of the state (step, stage, skipped) as a Python int."""
-    return int(sharding.host_local(self.state[name], self.mesh))
+  def describe(self) -> str:
+    n_params = models.count_params(self.state["players"][G]["params"])
+    return (f"model {self.config.model.name} x{self.scale:g}: {n_params:,} parameters; "
+            f"{self.total_steps} steps; mesh {dict(self.mesh.shape)}")
+
+  # ----- evaluation and export --------------------------------------------------------------
+  def eval_params(self):
+    """This process's full copy of the generator's variables (EMA params when enabled)."""
+    g = self.state["players"][G]
+    params = g["ema"] if self.config.eval.use_ema and "ema" in g else g["params"]
+    return {"params": sharding.host_local(params, self.mesh),
+            **sharding.host_local(g["model_state"], self.mesh)}
+
+  def counter(self, name: str, player: str = G) -> int:
+    """A scalar of the state ('step', 'stage') or of a player ('skipped') as a Python int."""
+    value = self.state[name] if name in self.state else self.state["players"][player][name]
+    return int(sharding.host_local(value, self.mesh))
 
   def validate(self) -> dict[str, float]:
     sr = self.predict(self.eval_params(), self.val_lr)
     scores = evaluate.score_slices(self.val_hr, sr, self.scale).summary()
     return {"val_psnr": scores["psnr_mean"], "val_ssim": scores["ssim_mean"]}
 
+  def final_evaluation(self, writer, step: int) -> dict[str, Any]:
+    lr, hr, slice_ids = self.eval_pairs("test")
+    scores, images = evaluate.evaluate(self.predict, self.eval_params(), lr, hr, self.scale)
+    scores = self.extra_scores(scores, lr, hr)
+    label = self.config.model.name
+    table = evaluate.markdown_table(scores, scale=self.scale, model_label=label)
+    if jax.process_index() == 0:  # every process evaluates (same numbers); one writes the files
+      table, panel_images = evaluate.write_report(
+          self.workdir, scores, images, scale=self.scale, model_label=label,
+          num_panels=self.config.eval.num_panels, slice_ids=slice_ids)
+      writer.write_images(step, {f"test/{k}": v for k, v in panel_images.items()})
+    summary = {k: v.summary() for k, v in scores.items()}
+    writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]
+                                for k in summary for m in ("psnr", "ssim")})
+    if jax.process_index() == 0 and self.notes:
+      with open(self.workdir / "results.md", "a") as f:
+        f.write("".join(f"\nNote: {n}\n" for n in self.notes))
+    gain = summary["model"]["psnr_mean"] - summary["bicubic"]["psnr_mean"]
+    print(f"\nTest slices ({len(hr)}), whole-slice x{self.scale:g}, border "
+          f"{image_quality.evaluation_margin(self.scale)} px cropped:\n{table}\n"
+          f"PSNR gain over bicubic: {gain:+.2f} dB", flush=True)
+    return summary
 
-def _meta(config, step: int, metrics: dict | None) -> dict:
-  return {"config": config.to_json_best_effort(), "step": int(step), "metrics": metrics or {}}
+  def extra_scores(self, scores: dict, lr: np.ndarray, hr: np.ndarray) -> dict:
+    """Rows added to the test table by a subclass (the GAN trainer's warm-up generator)."""
+    del lr, hr
+    return scores
 
+  def export_extra(self) -> dict:
+    return {"skipped_steps": self.counter("skipped")}
 
-def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Trains (or resumes), evaluates and exports; returns the summary of the test evaluation."""
-  workdir = pathlib.Path(workdir)
-  run = _Run(config, workdir)
-  is_main = jax.process_index() == 0
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-  start = ckpt.latest_step()
-  if start is not None and is_main:
-    writers.drop_records_after(workdir / "metrics.jsonl", start)
-  writer = writers.create_writers(workdir, is_main_process=is_main)
-  if start is not None:
-    run.state, _ = ckpt.restore(start, checkpoint_lib.abstract_like(run.state), run.train_iter)
-    logging.info("resumed from checkpoint at step %d", start)
-    print(f"resumed from checkpoint at step {start}", flush=True)
-  step = int(start or 0)
-  n_params = models.count_params(run.state["params"])
-  print(f"model {config.model.name} x{run.scale:g}: {n_params:,} parameters; "
-        f"{run.total_steps} steps; mesh {dict(run.mesh.shape)}", flush=True)
-
-  line = progress.ProgressLine(run.total_steps, every=config.train.log_every)
-  pending: list[tuple[int, Any]] = []
-  val: dict[str, float] | None = None
-  current_stage = run.counter("stage")  # host copy: no device read inside the loop
-  while step < run.total_steps:
-    stage_idx = schedule.stage_index(run.stages, step)
-    if stage_idx != current_stage:
-      run.reset_optimizer(stage_idx)
-      current_stage = stage_idx
-    batch = sharding.global_batch(next(run.train_iter), run.mesh)
-    run.state, metrics = run.step_fn(stage_idx)(run.state, batch)
-    step += 1
-    pending.append((step, metrics))
-    if step % config.train.log_every == 0 or step == run.total_steps:
-      _flush_metrics(pending, writer, line, stage_idx, run.mesh)
-      pending = []
-    val = None
-    if step % config.train.eval_every == 0 or step == run.total_steps:
-      val = run.validate()
-      writer.write_scalars(step, val)
-      print(f"step {step}: validation PSNR {val['val_psnr']:.2f} dB, "
-            f"SSIM {val['val_ssim']:.4f}", flush=True)
-    if step % config.train.checkpoint_every == 0 or step == run.total_steps:
-      # Only checkpoints validated at their own step compete for "best".
-      ckpt.save(step, run.state, run.train_iter, _meta(config, step, val), val)
-  ckpt.wait()
-  writer.flush()
-
-  summary = _final_evaluation(run, writer, step)
-  _export(run, workdir / "export", step)
-  ckpt.close()
-  writer.close()
-  return summary
+  def export(self, directory: pathlib.Path, step: int) -> None:
+    variables = jax.device_get(self.eval_params())  # every process takes part in the gather
+    extra = {"step": int(step), **self.export_extra()}
+    if jax.process_index() != 0:
+      return
+    c = self.config
+    export.save_export(directory, model_name=c.model.name, model_kwargs=c.model.kwargs.to_dict(),
+                       scale=c.model.scale, in_channels=c.model.in_channels, params=variables,
+                       extra=extra)
+    print(f"exported parameters to {directory}", flush=True)
 
 
-def _flush_metrics(pending, writer, line, stage_idx, mesh):
-  """One host round trip for all metrics since the last log line."""
-  fetched = jax.device_get([sharding.host_local(m, mesh) for _, m in pending])
-  for (s, _), m in zip(pending, fetched):
-    scalars = {k: float(np.asarray(v)) for k, v in m.items()}
-    scalars["stage"] = stage_idx
-    writer.write_scalars(s, scalars)
-  last_step, last = pending[-1][0], fetched[-1]
-  line.update(last_step, loss=float(last["loss"]), lr=float(last["learning_rate"]))
-
-
-def _final_evaluation(run: _Run, writer, step: int) -> dict[str, Any]:
-  lr, hr, slice_ids = run.eval_pairs("test")
-  scores, images = evaluate.evaluate(run.predict, run.eval_params(), lr, hr, run.scale)
-  table = evaluate.markdown_table(scores, scale=run.scale, model_label=run.config.model.name)
-  if jax.process_index() == 0:  # every process evaluates (same numbers); one writes the files
-    table, panel_images = evaluate.write_report(
-        run.workdir, scores, images, scale=run.scale, model_label=run.config.model.name,
-        num_panels=run.config.eval.num_panels, slice_ids=slice_ids)
-    writer.write_images(step, {f"test/{k}": v for k, v in panel_images.items()})
-  summary = {k: v.summary() for k, v in scores.items()}
-  writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]
-                              for k in summary for m in ("psnr", "ssim")})
-  gain = summary["model"]["psnr_mean"] - summary["bicubic"]["psnr_mean"]
-  print(f"\nTest slices ({len(hr)}), whole-slice x{run.scale:g}, border "
-        f"{image_quality.evaluation_margin(run.scale)} px cropped:\n{table}\n"
-        f"PSNR gain over bicubic: {gain:+.2f} dB", flush=True)
-  return summary
-
-
-def _export(run: _Run, directory: pathlib.Path, step: int) -> None:
-  variables = jax.device_get(run.eval_params())  # every process takes part in the gather
-  skipped = run.counter("skipped")
-  if jax.process_index() != 0:
-    return
-  c = run.config
-  export.save_export(directory, model_name=c.model.name, model_kwargs=c.model.kwargs.to_dict(),
-                     scale=c.model.scale, in_channels=c.model.in_channels, params=variables,
-                     extra={"step": int(step), "skipped_steps": skipped})
-  print(f"exported parameters to {directory}", flush=True)
+Trainer = SRTrainer

@@ -1,28 +1,20 @@
-"""The pure train step and the train state it updates.
+"""Step building blocks shared by every trainer: optimiser, training forward pass, jitted steps.
 
-The train state is a plain pytree (a dict), so optax, orbax and the sharding rules see ordinary
-arrays:
+  make_optimizer(train_config, stage)   Adam (PyTorch semantics) with the stage's LR schedule
+  model_forward(model)                  the zoo's training-mode forward, one convention for all
+  pixel_objective(model, 'l1')          a generator objective of one pixel loss
+  make_train_step(objective, tx, ...)   `step(state, batch, frozen) -> (state, metrics)` of one
+                                        player ('g'): value_and_grad + `state.guarded_update`
+  jit_step(step_fn, ...)                `jax.jit` with explicit shardings, the state donated
 
-  params     the model parameters (the 'params' collection)
-  model_state  every other variable collection of the model: BatchNorm running statistics
-             ('batch_stats', updated by the train step), the mean-shift 'constants', an imported
-             checkpoint's 'unused' tensors ({} for a model without any)
-  opt_state  the optimiser state of the current stage (re-initialised when a stage starts)
-  ema        exponential moving average of params (only when train.ema_decay > 0)
-  step       global iteration counter (advances on every batch, applied or not)
-  stage      index of the stage `opt_state` belongs to
-  skipped    number of steps rejected by the loss guard
-  rng        PRNG key data for stochastic losses (GAN noise, dropout, ...)
-
-`make_train_step` is generic over an objective
-`objective(params, model_state, batch, rng) -> (loss, (aux, new_model_state))`, so the pixel,
-perceptual and adversarial trainers share the guard, the optimiser and the EMA. The guard follows
-the author's code (reference spec §3.1, thesis §4.3.4): a step whose loss is not finite or exceeds
-`loss_threshold` (1e8) changes nothing but `step`, `skipped` and `rng`.
+An objective is `objective(params, model_state, batch, rng, frozen) -> (loss, (aux, model_state))`
+where `frozen` holds the frozen networks' variables (VGG-19, a segmentation U-Net), a replicated
+step argument that is never donated and never checkpointed. The state layout is `trainers.state`.
 
 `model_forward(model)` runs a model in training mode the same way for every family of the zoo:
 `train=True` when its `__call__` takes it (BatchNorm batch statistics, SwinIR's DropPath with the
-'dropout' rng), 'batch_stats' mutable when the model has them.
+'dropout' rng), 'batch_stats' mutable when the model has them, and the model's calling
+convention (`models.registry.call_model`: a static `scale` for meta models).
 """
 
 from __future__ import annotations
@@ -36,12 +28,14 @@ import jax.numpy as jnp
 import optax
 
 from medsr_jax.losses import pixel
+from medsr_jax.models import registry
 from medsr_jax.trainers import schedule
+from medsr_jax.trainers import state as state_lib
 
 # How often each named step function was traced (compiled). A test checks the step compiles once.
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
-Objective = Callable[[Any, dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
+Objective = Callable[[Any, dict, dict, jax.Array, dict], tuple[jax.Array, tuple[dict, dict]]]
 # Collections a training forward pass updates (the others in model_state are constants).
 MUTABLE_COLLECTIONS = ('batch_stats',)
 
@@ -64,18 +58,6 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
   return variables.pop("params"), variables
 
 
-def init_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array, *,
-               ema: bool, model_state: dict | None = None) -> dict:
-  """A fresh train state at step 0, stage 0."""
-  state = dict(params=params, model_state=dict(model_state or {}), opt_state=tx.init(params),
-               step=jnp.zeros((), jnp.int32),
-               stage=jnp.zeros((), jnp.int32), skipped=jnp.zeros((), jnp.int32),
-               rng=jax.random.key_data(rng))
-  if ema:
-    state["ema"] = jax.tree.map(jnp.copy, params)
-  return state
-
-
 def _takes_train(model) -> bool:
   return "train" in inspect.signature(model.__call__).parameters
 
@@ -88,7 +70,7 @@ def model_forward(model) -> Callable[[Any, dict, jax.Array, jax.Array], tuple[An
     variables = {"params": params, **model_state}
     kwargs = {"train": True} if takes_train else {}
     mutable = [c for c in MUTABLE_COLLECTIONS if c in model_state]
-    rngs = {"dropout": rng}
+    rngs = {"dropout": rng} if rng is not None else {}
     if not mutable:
       return model.apply(variables, x, rngs=rngs, **kwargs), model_state
     y, updates = model.apply(variables, x, rngs=rngs, mutable=mutable, **kwargs)
@@ -101,45 +83,44 @@ def pixel_objective(model, loss_name: str) -> Objective:
   loss_fn = pixel.get(loss_name)
   forward = model_forward(model)
 
-  def objective(params, model_state, batch, rng):
+  def objective(params, model_state, batch, rng, frozen=None):
+    del frozen
     pred, new_model_state = forward(params, model_state, batch["lr"], rng)
     return loss_fn(pred, batch["hr"]), ({}, new_model_state)
   return objective
 
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
-                    loss_threshold: float, ema_decay: float = 0.0, name: str = "train_step"):
-  """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings (see trainers/sr.py)."""
+                    loss_threshold: float, ema_decay: float = 0.0, name: str = "train_step",
+                    player: str = state_lib.GENERATOR):
+  """`step(state, batch, frozen=None) -> (state, metrics)` updating one player with `objective`."""
 
-  def step(state, batch):
+  def step(state, batch, frozen=None):
     TRACE_COUNTS[name] += 1  # Python side effect: runs only while tracing.
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    me = state["players"][player]
     (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state["params"], state["model_state"], batch, step_rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ok = jnp.isfinite(loss) & (loss <= loss_threshold)
-
-    def choose(new, old):
-      return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-
-    new_state = dict(state, params=choose(params, state["params"]),
-                     model_state=choose(model_state, state["model_state"]),
-                     opt_state=choose(opt_state, state["opt_state"]),
-                     step=state["step"] + 1, skipped=state["skipped"] + (~ok).astype(jnp.int32),
-                     rng=jax.random.key_data(rng))
-    if "ema" in state:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
-      new_state["ema"] = choose(ema, state["ema"])
+        me["params"], me["model_state"], batch, step_rng, frozen or {})
+    new, ok = state_lib.guarded_update(me, grads, loss, tx, loss_threshold=loss_threshold,
+                                       new_model_state=model_state, ema_decay=ema_decay)
+    new_state = dict(state, step=state["step"] + 1, rng=jax.random.key_data(rng),
+                     players={**state["players"], player: new})
     metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
-                   learning_rate=state["opt_state"].hyperparams["learning_rate"],
+                   learning_rate=state_lib.learning_rate(me),
                    skipped=(~ok).astype(jnp.int32), **aux)
     return new_state, metrics
 
   return step
 
 
-def jit_train_step(step_fn, state_shardings, batch_shardings, metric_sharding):
-  """`jax.jit` with explicit in/out shardings and the state donated (updated in place)."""
-  return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
+def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_shardings=None):
+  """`jax.jit` of `step(state, batch, frozen)` with explicit shardings; the state is donated
+  (updated in place), the frozen networks are not."""
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, frozen_shardings),
                  out_shardings=(state_shardings, metric_sharding), donate_argnums=0)
+
+
+def jit_train_step(step_fn, state_shardings, batch_shardings, metric_sharding):
+  """`jit_step` for a step without frozen networks, called as `step(state, batch)`."""
+  jitted = jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, None)
+  return lambda state, batch: jitted(state, batch, None)

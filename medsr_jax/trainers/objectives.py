@@ -1,0 +1,113 @@
+"""The generator objective of a stage: a weighted sum of named loss terms from the config.
+
+A stage names its terms and weights (`config_lib.stage(..., losses={'mse': 1, 'vgg54': 0.006,
+'adv': 0.001})`; the older `loss='l1'` is the shorthand for `{'l1': 1.0}`):
+
+  'l1', 'mse' ('l2')   pixel losses against the HR patch (losses/pixel.py, spec §7.1)
+  'vgg22', 'vgg54'     VGG-19 feature MSE (losses/perceptual.py, spec §7.2); needs the frozen
+                       'vgg' network (`--config.train.frozen.vgg=EXPORT_DIR`) and takes
+                       `config.train.perceptual` (after_relu, channel_reduce, normalize)
+  'adv'                the generator's adversarial loss against the current discriminator
+                       (losses/adversarial.py; GAN trainer only)
+
+Terms with weight 0 are left out of the program entirely. Every term is also reported on its
+own (`loss_<term>`, unweighted) next to the total `loss`.
+
+Run `python -m pytest tests/test_gan.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from medsr_jax.errors import InputError
+from medsr_jax.losses import pixel
+from medsr_jax.trainers import step as step_lib
+
+PIXEL_TERMS = ("l1", "mse", "l2")
+PERCEPTUAL_TERMS = ("vgg22", "vgg54")
+ADVERSARIAL_TERM = "adv"
+VGG = "vgg"  # key of the VGG-19 variables in the step's `frozen` argument
+
+# critic(images) -> (N, 1) logits of the current discriminator; given by the GAN step.
+Critic = Callable[[jax.Array], jax.Array]
+AdversarialLoss = Callable[[jax.Array, jax.Array], jax.Array]  # (d_real, d_fake) -> G loss
+
+
+def stage_terms(stage) -> dict[str, float]:
+  """{term: weight} of a stage with non-zero weights (`losses`, or `{loss: 1}`)."""
+  losses = stage.get("losses", None)
+  terms = dict(losses.to_dict() if hasattr(losses, "to_dict") else (losses or {}))
+  if not terms:
+    terms = {stage.loss: 1.0}
+  return {str(k).lower(): float(v) for k, v in terms.items() if float(v) != 0.0}
+
+
+def check_terms(stages, allowed: tuple[str, ...], trainer: str) -> None:
+  """InputError for a term this trainer cannot compute."""
+  for s in stages:
+    unknown = sorted(set(stage_terms(s)) - set(allowed))
+    if unknown:
+      raise InputError(f"stage {s.name!r} uses loss terms {unknown}, which trainer {trainer!r} "
+                       f"does not compute; known: {sorted(allowed)}")
+
+
+def needs_vgg(stages) -> bool:
+  return any(set(stage_terms(s)) & set(PERCEPTUAL_TERMS) for s in stages)
+
+
+def generator_objective(model, terms: dict[str, float], perceptual_options: Optional[dict] = None,
+                        adversarial_loss: Optional[AdversarialLoss] = None):
+  """`objective(params, model_state, batch, rng, frozen, critic=None) -> (loss, (aux, state))`.
+
+  `aux` holds every unweighted term (`loss_<term>`). 'adv' needs `critic` and
+  `adversarial_loss(d_real, d_fake)`; the real branch is D(HR) under `stop_gradient`.
+  """
+  forward = step_lib.model_forward(model)
+  perceptual_options = dict(perceptual_options or {})
+
+  def objective(params, model_state, batch, rng, frozen=None, critic: Optional[Critic] = None):
+    sr, new_model_state = forward(params, model_state, batch["lr"], rng)
+    hr = batch["hr"]
+    values = {}
+    for term in terms:
+      if term in PIXEL_TERMS:
+        values[term] = pixel.get(term)(sr, hr)
+      elif term in PERCEPTUAL_TERMS:
+        from medsr_jax.losses import perceptual  # pylint: disable=import-outside-toplevel
+        values[term] = perceptual.vgg_loss((frozen or {})[VGG], sr, hr, layer=term,
+                                           **perceptual_options)
+      elif term == ADVERSARIAL_TERM:
+        if critic is None or adversarial_loss is None:
+          raise ValueError("the 'adv' term needs the GAN trainer's critic")
+        d_real = jax.lax.stop_gradient(critic(hr))
+        values[term] = adversarial_loss(d_real, critic(sr))
+      else:
+        raise ValueError(f"unknown loss term {term!r}")
+    total = sum(jnp.asarray(terms[t], jnp.float32) * v for t, v in values.items())
+    aux = {f"loss_{t}": v for t, v in values.items()}
+    return total, (aux, new_model_state)
+
+  return objective
+
+
+def pixel_terms_only(terms: dict[str, float]) -> bool:
+  return all(t in PIXEL_TERMS for t in terms)
+
+
+def load_frozen(config, stages) -> dict[str, Any]:
+  """The frozen networks' variables a run needs, from `config.train.frozen` export dirs."""
+  from medsr_jax import export  # pylint: disable=import-outside-toplevel
+  frozen = {}
+  directory = config.train.frozen.get(VGG, "") if "frozen" in config.train else ""
+  if needs_vgg(stages):
+    if not directory:
+      raise InputError("a stage uses a VGG loss: convert torchvision's VGG-19 once with "
+                       "`python -m medsr_jax.export --model=vgg19 --from_torch=vgg19-dcbb9e9d.pth "
+                       "--out=DIR` and pass --config.train.frozen.vgg=DIR")
+    _, variables, _ = export.load_export(directory)
+    frozen[VGG] = variables
+  return frozen
