@@ -2,12 +2,18 @@
 
   python -m experiments.bench_train                       # thesis setting: batch 32, 24 -> 96, x4
   python -m experiments.bench_train --models=rdst_e --steps=5 --batch=8
+  python -m experiments.bench_train --models=edsr_lite,rdst_e --scan_blocks=both   # scan vs loop
 
 Prints one markdown row per model: train steps/s and images/s (the jitted, sharded train step of
 `medsr_jax.trainers.step` with donated state, after compilation), compile time, peak device memory
-(allocator statistics on GPU/TPU; peak resident memory of the process on CPU), and inference
+(allocator statistics on GPU/TPU; peak resident memory of the process on CPU, so with several rows
+in one run it is the largest so far), and inference
 slices/s for a 40x32 -> 160x128 slice (an OASIS x4 test slice), batch 1.
 Timing is measured here, never asserted in tests.
+
+`time_train_step` and `time_inference` are the two measurements, also used by
+`experiments.bench_vs_torch` (one measurement per subprocess there); each returns the time of
+every timed call, each call waited for.
 """
 
 from __future__ import annotations
@@ -23,12 +29,19 @@ from absl import app, flags
 from medsr_jax import config_lib, models, sharding
 from medsr_jax.trainers import state as state_lib, step as step_lib
 
-_MODELS = flags.DEFINE_list("models", ["rdst", "rdst_e"], "Registered model names.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Global batch size (thesis: 32).")
-_LR_PATCH = flags.DEFINE_integer("lr_patch", 24, "LR patch size (thesis: 24 at x4).")
-_SCALE = flags.DEFINE_integer("scale", 4, "Upscaling factor.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after one warm-up step).")
-_INFER = flags.DEFINE_integer("infer_iters", 20, "Timed inference calls.")
+
+def define_flags():
+  """The command-line flags (defined only when run as a script, so that other modules can import
+  the timing functions without clashing flag names)."""
+  flags.DEFINE_list("models", ["rdst", "rdst_e"], "Registered model names.")
+  flags.DEFINE_integer("batch", 32, "Global batch size (thesis: 32).")
+  flags.DEFINE_integer("lr_patch", 24, "LR patch size (thesis: 24 at x4).")
+  flags.DEFINE_integer("scale", 4, "Upscaling factor.")
+  flags.DEFINE_integer("steps", 10, "Timed train steps (after one warm-up step).")
+  flags.DEFINE_integer("infer_iters", 20, "Timed inference calls.")
+  flags.DEFINE_enum("scan_blocks", "default", ["default", "true", "false", "both"],
+                    "Stack identical blocks with nn.scan (models with a scan_blocks option): "
+                    "the model's default, on, off, or one row each.")
 
 
 def _peak_memory_mb() -> float:
@@ -42,18 +55,32 @@ def _block(tree):
   return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def bench_model(name: str) -> dict:
+def _build(name: str, scale: int, scan_blocks: bool | None):
+  options = {} if scan_blocks is None else {"scan_blocks": scan_blocks}
+  return models.build(name, scale=scale, in_channels=1, **options)
+
+
+def time_train_step(name: str, *, batch: int = 32, lr_patch: int = 24, scale: int = 4,
+                    steps: int = 10, warmup: int = 0, scan_blocks: bool | None = None) -> dict:
+  """Times the real train step of `name`: `make_train_step(pixel_objective(model, 'l1'))`, jitted
+  with shardings and the state donated, on a random batch of `batch` LR `lr_patch`^2 -> HR
+  (`lr_patch * scale`)^2 patches. The first call (compilation) and `warmup` more are untimed.
+
+  Returns dict(params, compile_s, times: seconds of each timed step, variables: the trained
+  generator's variables).
+  """
   mesh = sharding.make_mesh((-1, 1))
-  model = models.build(name, scale=_SCALE.value, in_channels=1)
+  model = _build(name, scale, scan_blocks)
   train_cfg = config_lib.base_sr_config().train
   stage = config_lib.stage("l1", steps=100_000, learning_rate=2e-4)
   tx = step_lib.make_optimizer(train_cfg, stage)
-  lp, hp = _LR_PATCH.value, _LR_PATCH.value * _SCALE.value
+  lp, hp = lr_patch, lr_patch * scale
 
   def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, lp, lp, 1)))["params"]
-    return state_lib.init_state({"g": state_lib.init_player(params, tx, ema=False)},
-                                jax.random.key(1))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, lp, lp, 1)))
+    params, model_state = step_lib.split_variables(variables)
+    player = state_lib.init_player(params, tx, ema=False, model_state=model_state)
+    return state_lib.init_state({state_lib.GENERATOR: player}, jax.random.key(1))
 
   state_sh = sharding.tree_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=state_sh)()
@@ -64,45 +91,86 @@ def bench_model(name: str) -> dict:
                                name=f"bench_{name}"),
       state_sh, {"lr": batch_sh, "hr": batch_sh}, sharding.replicated(mesh))
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch({"lr": rng.random((_BATCH.value, lp, lp, 1), np.float32),
-                                 "hr": rng.random((_BATCH.value, hp, hp, 1), np.float32)}, mesh)
+  data = sharding.global_batch({"lr": rng.random((batch, lp, lp, 1), np.float32),
+                                "hr": rng.random((batch, hp, hp, 1), np.float32)}, mesh)
   t0 = time.perf_counter()
-  state, metrics = step(state, batch)
+  state, metrics = step(state, data)
   _block(metrics)
   compile_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, metrics = step(state, batch)
-  _block(metrics)
-  train_s = (time.perf_counter() - t0) / _STEPS.value
+  for _ in range(warmup):
+    state, metrics = step(state, data)
+    _block(metrics)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = step(state, data)
+    _block(metrics)
+    times.append(time.perf_counter() - t0)
+  g = state["players"]["g"]
+  return dict(params=n_params, compile_s=compile_s, times=times,
+              variables={"params": g["params"], **g["model_state"]})
 
-  infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
-  x = jnp.asarray(rng.random((1, 160 // _SCALE.value, 128 // _SCALE.value, 1), np.float32))
-  _block(infer(state["players"]["g"]["params"], x))
+
+def time_inference(name: str, *, height: int = 40, width: int = 32, scale: int = 4,
+                   iters: int = 20, warmup: int = 0, scan_blocks: bool | None = None,
+                   variables: dict | None = None) -> dict:
+  """Times the jitted forward pass of `name` on one `height` x `width` LR slice (batch 1), with
+  `variables` (default: a fresh init). The first call (compilation) and `warmup` more are
+  untimed. Returns dict(compile_s, times: seconds of each timed call)."""
+  model = _build(name, scale, scan_blocks)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((1, height, width, 1), np.float32))
+  if variables is None:
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+  infer = jax.jit(model.apply)
   t0 = time.perf_counter()
-  for _ in range(_INFER.value):
-    y = infer(state["players"]["g"]["params"], x)
-  _block(y)
-  infer_s = (time.perf_counter() - t0) / _INFER.value
-  return dict(model=name, params=n_params, compile_s=compile_s, steps_per_s=1 / train_s,
-              images_per_s=_BATCH.value / train_s, peak_mb=_peak_memory_mb(),
-              slices_per_s=1 / infer_s)
+  _block(infer(variables, x))
+  compile_s = time.perf_counter() - t0
+  for _ in range(warmup):
+    _block(infer(variables, x))
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    _block(infer(variables, x))
+    times.append(time.perf_counter() - t0)
+  return dict(compile_s=compile_s, times=times)
+
+
+def bench_model(name: str, scan_blocks: bool | None = None) -> dict:
+  f = flags.FLAGS
+  train = time_train_step(name, batch=f.batch, lr_patch=f.lr_patch, scale=f.scale,
+                          steps=f.steps, scan_blocks=scan_blocks)
+  train_s = sum(train["times"]) / len(train["times"])
+  infer = time_inference(name, height=160 // f.scale, width=128 // f.scale, scale=f.scale,
+                         iters=f.infer_iters, scan_blocks=scan_blocks,
+                         variables=train["variables"])
+  infer_s = sum(infer["times"]) / len(infer["times"])
+  label = name if scan_blocks is None else f"{name} (scan_blocks={scan_blocks})"
+  return dict(model=label, params=train["params"], compile_s=train["compile_s"],
+              steps_per_s=1 / train_s, images_per_s=f.batch / train_s,
+              peak_mb=_peak_memory_mb(), slices_per_s=1 / infer_s)
 
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   dev = jax.devices()[0]
   print(f"# bench_train: {jax.device_count()} x {dev.platform} ({dev.device_kind}), "
-        f"batch {_BATCH.value}, LR {_LR_PATCH.value} -> HR {_LR_PATCH.value * _SCALE.value}, "
-        f"x{_SCALE.value}\n")
+        f"batch {f.batch}, LR {f.lr_patch} -> HR {f.lr_patch * f.scale}, x{f.scale}\n")
   print("| model | params | compile (s) | train steps/s | images/s | process peak memory (MiB) "
         "| inference 40x32->160x128 slices/s |")
   print("|---|---:|---:|---:|---:|---:|---:|")
-  for name in _MODELS.value:
-    r = bench_model(name)
-    print(f"| {r['model']} | {r['params']:,} | {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | "
-          f"{r['images_per_s']:.1f} | {r['peak_mb']:.0f} | {r['slices_per_s']:.1f} |", flush=True)
+  for name in f.models:
+    scans = {"default": [None], "true": [True], "false": [False], "both": [True, False]}
+    for scan in scans[f.scan_blocks]:
+      if scan is not None and "scan_blocks" not in models.default_options(name):
+        scan = None
+      r = bench_model(name, scan)
+      print(f"| {r['model']} | {r['params']:,} | {r['compile_s']:.1f} | {r['steps_per_s']:.3f} "
+            f"| {r['images_per_s']:.1f} | {r['peak_mb']:.0f} | {r['slices_per_s']:.1f} |",
+            flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

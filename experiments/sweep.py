@@ -16,19 +16,17 @@ after another; a rerun resumes each point from its checkpoints.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import re
 import shlex
 import subprocess
 import sys
 
+from medsr_jax import config_lib
+
 
 def _load(path: str):
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(path)
 
 
 CONFIG_ARG = "config_arg"

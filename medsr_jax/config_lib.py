@@ -13,9 +13,29 @@ multi-step decay (milestones counted from the start of the stage). The step coun
 from __future__ import annotations
 
 import ast
+import importlib.util
+import pathlib
 from typing import Any
 
 import ml_collections
+
+
+def load_module(path: str | pathlib.Path):
+  """The Python module of a config file (its `get_config`, `sweep`, ...)."""
+  from medsr_jax.errors import InputError  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise InputError(f"config file not found: {path}")
+  spec = importlib.util.spec_from_file_location(f"medsr_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`get_config(ARGS)` of `FILE[:ARGS]`, the syntax of `--config`."""
+  path, _, arg = spec.partition(":")
+  return load_module(path).get_config(arg or None)
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -82,6 +102,8 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.trainer = "sr"                 # trainers.get(name): 'sr', 'gan'
   c.seed = 0
   c.init_from = ""                 # run or export directory: start the generator from its weights
+  c.prerequisites = ml_collections.ConfigDict()  # {name: 'FILE[:ARGS]'} run first, see
+                                                 # trainers/prerequisites.py
 
   c.model = model_config("rdst")   # name, scale, in_channels, kwargs (every architecture option)
 

@@ -54,11 +54,17 @@ def run(config, workdir: str) -> dict:
                     num_processes=config.num_processes if config.num_processes > 0 else None,
                     process_id=config.process_id if config.process_id >= 0 else None)
     jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
+  return _train(config, pathlib.Path(workdir))
+
+
+def _train(config, path: pathlib.Path) -> dict:
+  """Runs `config`'s prerequisites (trainers/prerequisites.py), then its trainer, in `path`."""
+  import jax  # pylint: disable=import-outside-toplevel
   from medsr_jax import trainers  # pylint: disable=import-outside-toplevel
-  from medsr_jax.trainers import loop  # pylint: disable=import-outside-toplevel
+  from medsr_jax.trainers import loop, prerequisites  # pylint: disable=import-outside-toplevel
   trainer_class = trainers.get(config.trainer)
-  path = pathlib.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
+  prerequisites.run_prerequisites(config, path, _train)
   if jax.process_index() == 0:
     write_config(config, path)
   logging.info("devices: %s", jax.devices())

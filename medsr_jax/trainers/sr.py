@@ -91,6 +91,9 @@ class SRTrainer:
       raise InputError(f"data.scales is set ({tuple(self.config.data.scales)}) but trainer "
                        f"{self.name!r} trains one fixed scale (model.scale); clear data.scales")
     objectives.check_terms(self.config.train.stages, self.loss_terms, self.name)
+    if self.name == "sr" and "gan" in self.config:
+      raise InputError("the config has a 'gan' section but trainer 'sr' trains no "
+                       "discriminator: set --config.trainer=gan")
 
   def _stages_for_run(self) -> list:
     """The config's stages; a demo without a VGG export runs with the VGG weights set to 0."""
