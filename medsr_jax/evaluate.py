@@ -6,7 +6,11 @@ quantised, `ceil(scale)` border pixels are cropped from prediction and ground tr
 all slices, for bicubic interpolation and for the model, as a markdown table.
 
 `Predictor` runs the model on device in fixed-size batches (the last batch is padded), so one
-compilation serves every batch of the same slice size.
+compilation serves every batch of the same slice size; it calls the model through
+`models.registry.call_model` and keeps its primary output (ms_gan: the final x4 image).
+
+Run the checks with:
+  .venv/bin/python -m pytest -q tests/test_call_model.py tests/test_infer.py
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,23 +28,29 @@ import numpy as np
 from medsr_jax.data import degradation
 from medsr_jax.logging import panels
 from medsr_jax.metrics import image_quality
+from medsr_jax.models import registry
 
 
 class Predictor:
-  """Batched, jitted `model.apply` over (N, h, w, C) numpy arrays of LR slices.
+  """Batched, jitted inference (`registry.call_model`) over (N, h, w, C) numpy LR slices.
 
   Every batch has `batch_size` slices (the last one is padded with copies of its final slice),
   so one compilation serves all batches of a slice size; `traces` counts compilations. With
   `clip` the outputs are clipped to [0, 1] on device (for writing images; metrics never clip).
+  `scale` (a static number) is the scale of arbitrary-scale (meta) models and MDSR; default:
+  the model's own `scale` field. The output is the model's primary output (ms_gan: x4 image).
   """
 
-  def __init__(self, model, batch_size: int = 8, *, clip: bool = False):
+  def __init__(self, model, batch_size: int = 8, *, clip: bool = False,
+               scale: Optional[float] = None):
     self.batch_size = int(batch_size)
     self.traces = 0
+    scale = registry.default_call_scale(model, scale)
 
     def forward(variables, x):
       self.traces += 1  # Python side effect: runs only while tracing.
-      y = model.apply(variables, x)
+      outputs, _ = registry.call_model(model, variables, x, scale=scale)
+      y = registry.primary_output(model, outputs)
       return jnp.clip(y, 0.0, 1.0) if clip else y
 
     self._apply = jax.jit(forward)

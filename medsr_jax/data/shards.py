@@ -16,9 +16,9 @@ file position.
 
 What an item is. `source[i]` is the (H, W, C) float32 slice (channels picked and ordered by
 `modalities`, e.g. ('t1ce',) from a 4-channel BraTS shard), the interface of
-`sources.ArraySliceSource`; with `with_label=True` it is {'image', 'label'} for lesion-focused
-ROI crops. `record(i)` gives the whole decoded `SliceRecord`. `load_split` reads a whole split
-into an `ArraySliceSource` (whole-slice validation / test sets).
+`array_source.ArraySliceSource`; with `with_label=True` it is {'image', 'label'} for
+lesion-focused ROI crops. `record(i)` gives the whole decoded `SliceRecord`. `load_split` reads
+a whole split into an `ArraySliceSource` (whole-slice validation / test sets).
 
 A manifest with `complete: false` (a build still running or interrupted) is refused unless
 `allow_incomplete=True`: its listed shards are whole, but training would silently miss data.
@@ -37,7 +37,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from medsr_jax.data import manifest as manifest_lib
-from medsr_jax.data import records, sources, transforms
+from medsr_jax.data import records, transforms
+from medsr_jax.data.array_source import ArraySliceSource
 from medsr_jax.errors import InputError
 from medsr_jax.io import tfrecord
 
@@ -209,7 +210,7 @@ class ShardSource:
 
 
 def load_split(directory: str | os.PathLike, split: str, *,
-               modalities: Optional[Sequence[str]] = None) -> sources.ArraySliceSource:
+               modalities: Optional[Sequence[str]] = None) -> ArraySliceSource:
   """A whole split in memory (slices, slice indices, subjects), e.g. for whole-slice evaluation.
 
   All slices must have the same size (InputError otherwise, e.g. ACDC centre crops of small
@@ -222,5 +223,5 @@ def load_split(directory: str | os.PathLike, split: str, *,
     raise InputError(f'{src.directory}: split {split!r} has slices of {len(shapes)} sizes '
                      f'{sorted(shapes)[:4]}; whole-slice evaluation needs one size')
   images = np.stack([src.image_of(r) for r in recs])
-  return sources.ArraySliceSource(images, slice_index=np.array([r.slice_index for r in recs]),
+  return ArraySliceSource(images, slice_index=np.array([r.slice_index for r in recs]),
                                   subject=[r.subject for r in recs])

@@ -64,7 +64,6 @@ Run `python -m pytest tests/test_meta_sr.py tests/test_meta_upscale.py`.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Mapping, Optional
 
 from flax import traverse_util
@@ -281,9 +280,9 @@ class MetaSR(base.MeanShiftSR):
     self.check_input(x)
     shift = self.mean_shift()
     fe = self.feature_model().clone(parent=self, name='feature_extractor')
-    takes = inspect.signature(type(fe).__call__).parameters
-    kwargs = {'train': train} if 'train' in takes else {}
-    if 'scale' in takes:  # MDSR: head ceil(s)
+    takes = registry.convention_of(fe)
+    kwargs = {'train': train} if takes.takes_train else {}
+    if takes.takes_scale:  # MDSR: head ceil(s)
       kwargs['scale'] = s
     f = fe(shift.sub(x), **kwargs)
     if self.reference_tail_scale is not None and self.is_initializing():
@@ -293,6 +292,8 @@ class MetaSR(base.MeanShiftSR):
     return shift.add(y)
 
 
+# `call_model` needs the scale of every call (the `scale` field is only the nominal one).
+_SCALE_REQUIRED = registry.derive_convention(MetaSR, scale_arg='required')
 for _name, _fe in META_MODELS.items():
   registry.register(_name, registry.make_constructor(
-      MetaSR, scale_kind='float', feature_extractor=_fe))
+      MetaSR, scale_kind='float', convention=_SCALE_REQUIRED, feature_extractor=_fe))

@@ -120,5 +120,9 @@ class MultiScaleSRResNet(StageOptions, base.MeanShiftSR):
     return tuple(images)
 
 
-registry.register('ms_srresnet', registry.make_constructor(MultiScaleSRResNet, stacked=False))
-registry.register('ms_gan', registry.make_constructor(MultiScaleSRResNet, stacked=True))
+# Outputs: the tuple (x2, x4, ...), the final image last (`registry.primary_output`).
+_TUPLE_OUT = registry.derive_convention(MultiScaleSRResNet, output='tuple')
+registry.register('ms_srresnet', registry.make_constructor(
+    MultiScaleSRResNet, stacked=False, convention=_TUPLE_OUT))
+registry.register('ms_gan', registry.make_constructor(
+    MultiScaleSRResNet, stacked=True, convention=_TUPLE_OUT))

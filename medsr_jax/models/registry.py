@@ -13,10 +13,25 @@ overrides and returns an unbound `nn.Module`; `make_constructor` builds one from
 Calling conventions (issue 3): fixed-scale generators `apply(variables, x)`; arbitrary-scale
 (meta) models and MDSR `apply(variables, x, scale)`; discriminators return (N, 1) logits
 (except the conditional 'patchgan': `apply(variables, img_a, img_b)` -> (N, h, w, 1) patch
-map); 'unet_seg' returns a dict (logits and tapped features); 'ms_gan' / 'ms_srresnet' return
-the (x2, x4) images; modules with BatchNorm take `train=` and keep running statistics in 'batch_stats'. A module
-whose init needs other inputs than one (1, 24, 24, C) image defines `example_inputs()` returning
-(args, static_kwargs); `example_inputs(model)` and `abstract_variables(model)` use it.
+map); 'unet_seg' and 'vgg19' return dicts; 'ms_gan' / 'ms_srresnet' return the (x2, x4)
+images; modules with BatchNorm take `train=` and keep running statistics in 'batch_stats'. A
+module whose init needs other inputs than one (1, 24, 24, C) image defines `example_inputs()`
+returning (args, static_kwargs); `example_inputs(model)` and `abstract_variables(model)` use it.
+
+One adapter for all of them (issue 8): each registered class has a `CallConvention` (does
+`__call__` take `train`? a `scale`, and must it be given? one array, a tuple or a dict out?),
+recorded when its family registers: derived once from the class's `__call__` signature by
+`derive_convention`, or declared by the family (`make_constructor(..., convention=...)`) where
+the signature cannot tell (tuple / dict outputs, a required scale).
+
+  outputs, updates = call_model(model, variables, x, scale=2.5, train=True,
+                                rngs={'dropout': key}, mutable=('batch_stats',))
+  sr = primary_output(model, outputs)   # the SR image (ms_gan: the final x4 one)
+
+`call_model` passes `train` / `scale` only to models that take them (ValueError when a meta
+model gets no scale), makes mutable only the requested collections that `variables` has, and
+returns (outputs, updates) with updates {} when nothing is mutable. Nothing inspects a signature
+per call. Run the checks with `.venv/bin/python -m pytest -q tests/test_call_model.py`.
 
 Counting: `count_params` counts the 'params' collection only (trainable), so the reference's
 frozen MeanShift convs (in 'constants') are excluded: the reference total minus 2C(C + 1), i.e.
@@ -29,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import flax.linen as nn
@@ -64,11 +80,81 @@ _MODULE_OF = {name: module for module, names in _FAMILIES.items() for name in na
 RPB_NAME = 'relative_position_bias_table'
 EXAMPLE_SIZE = 24
 
+SCALE_ARGS = ('none', 'optional', 'required')
+OUTPUTS = ('array', 'tuple', 'dict')
+
+
+@dataclasses.dataclass(frozen=True)
+class CallConvention:
+  """How a model class is called and what it returns (see the module docstring).
+
+  takes_train: `__call__` has a `train` argument (BatchNorm statistics, DropPath).
+  scale_arg: 'none' (no scale argument: fixed-scale models, discriminators), 'optional' (MDSR:
+    defaults to its `scale` field) or 'required' (arbitrary-scale meta models: `call_model`
+    refuses to guess the scale).
+  output: 'array' (one image or logits), 'tuple' (multi-scale images, the final one last) or
+    'dict' (named feature maps: segmentation, VGG taps).
+  """
+  takes_train: bool = False
+  scale_arg: str = 'none'
+  output: str = 'array'
+
+  def __post_init__(self):
+    if self.scale_arg not in SCALE_ARGS:
+      raise ValueError(f'scale_arg must be one of {SCALE_ARGS}, got {self.scale_arg!r}')
+    if self.output not in OUTPUTS:
+      raise ValueError(f'output must be one of {OUTPUTS}, got {self.output!r}')
+
+  @property
+  def takes_scale(self) -> bool:
+    return self.scale_arg != 'none'
+
+
+# model class -> its calling convention (recorded by `register`); classes that never registered
+# -> `derive_convention` of them (computed on first use, kept apart so it never conflicts).
+_CONVENTIONS: dict[type, CallConvention] = {}
+_DERIVED: dict[type, CallConvention] = {}
+
+
+def derive_convention(cls: type, **overrides: Any) -> CallConvention:
+  """The default convention of module class `cls`, from its `__call__` signature (the only place
+  that inspects one): `train` and `scale` arguments; output 'array' unless overridden."""
+  params = inspect.signature(cls.__call__).parameters
+  derived = dict(takes_train='train' in params,
+                 scale_arg='optional' if 'scale' in params else 'none')
+  return CallConvention(**dict(derived, **overrides))
+
+
+def _record_convention(cls: type, convention: CallConvention, overwrite: bool) -> None:
+  known = _CONVENTIONS.get(cls)
+  if known is not None and known != convention and not overwrite:
+    raise ValueError(f'{cls.__name__} is already registered with {known}, not {convention}')
+  _CONVENTIONS[cls] = convention
+
+
+def convention_of(model: nn.Module) -> CallConvention:
+  """The calling convention of `model`'s class: the one recorded when the class registered, or
+  (a class that never registered) `derive_convention` of it, computed once and kept."""
+  cls = type(model)
+  if cls in _CONVENTIONS:
+    return _CONVENTIONS[cls]
+  if cls not in _DERIVED:
+    _DERIVED[cls] = derive_convention(cls)
+  return _DERIVED[cls]
+
 
 def register(name: str, constructor: Constructor, *, overwrite: bool = False) -> None:
-  """Adds `name` -> `constructor(scale=, in_channels=, **overrides)` to the registry."""
+  """Adds `name` -> `constructor(scale=, in_channels=, **overrides)` to the registry.
+
+  A `make_constructor` constructor also records its class's `CallConvention`. Models of other
+  constructors get `derive_convention` of their class on first use (or declare one by
+  registering a `make_constructor` of the class).
+  """
   if name in _REGISTRY and not overwrite:
     raise ValueError(f'model {name!r} is already registered')
+  cls = getattr(constructor, 'model_class', None)
+  if cls is not None:
+    _record_convention(cls, constructor.convention, overwrite)
   _REGISTRY[name] = constructor
 
 
@@ -108,12 +194,15 @@ def build(name: str, *, scale: Any = 4, in_channels: int = 1, **overrides) -> nn
 
 
 def make_constructor(cls: type, *, scale_kind: str = 'int',
+                     convention: Optional[CallConvention] = None,
                      **defaults: Any) -> Constructor:
   """A registry constructor for module class `cls`.
 
   scale_kind: 'int' (fixed-scale: `scale` must be an integer), 'float' (stored as a float: the
   nominal scale of an arbitrary-scale model) or 'none' (the module has no `scale` field:
   discriminators, segmentation, detection; `scale` is accepted and ignored).
+  convention: how `call_model` calls `cls` (default: `derive_convention(cls)`); `register`
+  records it, as the constructor's `convention` (and `model_class`) attributes.
   `defaults` are the registered name's option values (e.g. num_blocks=4 for 'rdst_e'); unknown
   overrides and a failing `check_config()` (if the class has one) raise InputError.
   """
@@ -140,6 +229,8 @@ def make_constructor(cls: type, *, scale_kind: str = 'int',
         raise InputError(str(e)) from e
     return model
 
+  constructor.model_class = cls
+  constructor.convention = convention or derive_convention(cls)
   return constructor
 
 
@@ -180,6 +271,71 @@ def init(model: nn.Module, key: jax.Array) -> Any:
   args, kwargs = example_inputs(model)
   zeros = [jnp.zeros(a.shape, a.dtype) for a in args]
   return model.init(key, *zeros, **kwargs)
+
+
+def _scale_kwargs(model: nn.Module, convention: CallConvention, scale: Any) -> dict[str, Any]:
+  """{'scale': scale} for a model that takes one; checks a scale given to one that does not."""
+  name = type(model).__name__
+  if convention.scale_arg == 'required' and scale is None:
+    raise ValueError(f'{name} is an arbitrary-scale model: call_model needs scale=')
+  if convention.takes_scale:
+    return {} if scale is None else {'scale': scale}
+  own = getattr(model, 'scale', None)
+  if scale is not None and own is not None and float(scale) != float(own):
+    raise ValueError(f'{name} is a fixed x{own} model; it cannot run at scale {scale}')
+  return {}
+
+
+def call_model(model: nn.Module, variables: Mapping[str, Any], x: Any, *,
+               scale: Any = None, train: bool = False, rngs: Optional[Mapping[str, Any]] = None,
+               mutable: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+  """`model.apply` in `model`'s calling convention; returns (outputs, updates).
+
+  Args:
+    model: an unbound module of the zoo (any class: see `convention_of`).
+    variables: its variables ({'params': ..., 'batch_stats': ..., ...}).
+    x: the input image, or a tuple of inputs for a model that takes several ('patchgan').
+    scale: a static Python number; passed only to models that take a scale (required by
+      arbitrary-scale meta models); for a fixed-scale model it must be None or its own scale.
+    train: passed only to models that take `train`.
+    rngs: e.g. {'dropout': key}; None passes none.
+    mutable: collections to update; only those present in `variables` are made mutable.
+
+  Returns:
+    (outputs, updates): the model's outputs as it returns them (see `primary_output`) and the
+    updated mutable collections ({} when nothing is mutable).
+  """
+  convention = convention_of(model)
+  kwargs = _scale_kwargs(model, convention, scale)
+  if convention.takes_train:
+    kwargs['train'] = train
+  args = x if isinstance(x, tuple) else (x,)
+  collections = [c for c in ([mutable] if isinstance(mutable, str) else mutable)
+                 if c in variables]
+  if not collections:
+    return model.apply(variables, *args, rngs=rngs, **kwargs), {}
+  outputs, updates = model.apply(variables, *args, rngs=rngs, mutable=collections, **kwargs)
+  return outputs, dict(updates)
+
+
+def primary_output(model: nn.Module, outputs: Any) -> Any:
+  """The SR image (or logits) among `model`'s `outputs`: the output itself, or the last image of
+  a multi-scale tuple (ms_gan's (x2, x4): the final x4 image).
+
+  Raises:
+    ValueError: for a model that returns a dict (unet_seg, vgg19): it has no primary image.
+  """
+  kind = convention_of(model).output
+  if kind == 'dict':
+    raise ValueError(f'{type(model).__name__} returns a dict of named outputs '
+                     f'({", ".join(sorted(outputs))}), not one image: pick a key')
+  return outputs[-1] if kind == 'tuple' else outputs
+
+
+def default_call_scale(model: nn.Module, scale: Any = None) -> Any:
+  """`scale`, else the model's own `scale` field (None if it has none): the scale a trainer or
+  `evaluate.Predictor` runs a model at when not told another (the nominal one of a meta model)."""
+  return getattr(model, 'scale', None) if scale is None else scale
 
 
 def random_like(tree: Any, seed: Union[int, np.random.Generator] = 0, scale: float = 0.2, *,

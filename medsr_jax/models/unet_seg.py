@@ -196,4 +196,5 @@ class UNetSeg(nn.Module):
     return out
 
 
-registry.register('unet_seg', registry.make_constructor(UNetSeg, scale_kind='none'))
+registry.register('unet_seg', registry.make_constructor(
+    UNetSeg, scale_kind='none', convention=registry.derive_convention(UNetSeg, output='dict')))

@@ -125,4 +125,6 @@ class VGG19Features(nn.Module):
     raise AssertionError('unreachable: every tap is inside the network')
 
 
-registry.register('vgg19', registry.make_constructor(VGG19Features, scale_kind='none'))
+registry.register('vgg19', registry.make_constructor(
+    VGG19Features, scale_kind='none',
+    convention=registry.derive_convention(VGG19Features, output='dict')))

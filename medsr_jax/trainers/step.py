@@ -11,17 +11,21 @@ An objective is `objective(params, model_state, batch, rng, frozen) -> (loss, (a
 where `frozen` holds the frozen networks' variables (VGG-19, a segmentation U-Net), a replicated
 step argument that is never donated and never checkpointed. The state layout is `trainers.state`.
 
-`model_forward(model)` runs a model in training mode the same way for every family of the zoo:
-`train=True` when its `__call__` takes it (BatchNorm batch statistics, SwinIR's DropPath with the
-'dropout' rng), 'batch_stats' mutable when the model has them, and the model's calling
-convention (`models.registry.call_model`: a static `scale` for meta models).
+`model_forward(model)` runs a model in training mode the same way for every family of the zoo,
+through `models.registry.call_model` (the model's declared calling convention, no signature
+sniffing): `train=True` when the model takes it (BatchNorm batch statistics, SwinIR's DropPath
+with the 'dropout' rng), 'batch_stats' mutable when the model has them, a static `scale` for
+scale-taking models (meta models: `scale=`, else their nominal `scale` field), and the primary
+output (`registry.primary_output`: ms_gan's final x4 image).
+
+Run the checks with:
+  .venv/bin/python -m pytest -q tests/test_train_step.py tests/test_gan.py
 """
 
 from __future__ import annotations
 
 import collections
-import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,23 +62,21 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
   return variables.pop("params"), variables
 
 
-def _takes_train(model) -> bool:
-  return "train" in inspect.signature(model.__call__).parameters
+def model_forward(model, *, scale: Optional[float] = None
+                  ) -> Callable[[Any, dict, jax.Array, Optional[jax.Array]], tuple[Any, dict]]:
+  """`forward(params, model_state, x, rng) -> (y, new_model_state)` in training mode.
 
-
-def model_forward(model) -> Callable[[Any, dict, jax.Array, jax.Array], tuple[Any, dict]]:
-  """`forward(params, model_state, x, rng) -> (y, new_model_state)` in training mode."""
-  takes_train = _takes_train(model)
+  `y` is the primary output (`registry.primary_output`); `rng` None passes no 'dropout' rng.
+  `scale` (static) is for scale-taking models; default: the model's own `scale` field.
+  """
+  scale = registry.default_call_scale(model, scale)
 
   def forward(params, model_state, x, rng):
     variables = {"params": params, **model_state}
-    kwargs = {"train": True} if takes_train else {}
-    mutable = [c for c in MUTABLE_COLLECTIONS if c in model_state]
-    rngs = {"dropout": rng} if rng is not None else {}
-    if not mutable:
-      return model.apply(variables, x, rngs=rngs, **kwargs), model_state
-    y, updates = model.apply(variables, x, rngs=rngs, mutable=mutable, **kwargs)
-    return y, {**model_state, **updates}
+    rngs = {"dropout": rng} if rng is not None else None
+    outputs, updates = registry.call_model(model, variables, x, scale=scale, train=True,
+                                           rngs=rngs, mutable=MUTABLE_COLLECTIONS)
+    return registry.primary_output(model, outputs), {**model_state, **updates}
   return forward
 
 

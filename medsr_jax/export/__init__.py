@@ -16,6 +16,13 @@ that config.json names before handing the variables out.
                      params=state['params'], extra={'step': 100000})
   module, variables, config = export.load_export('run/export')
   sr = module.apply(variables, lr)           # lr: NHWC float32 in [0, 1]
+
+`python -m medsr_jax.export ...` is the PyTorch state-dict converter: this package's `__main__`
+runs `medsr_jax.export_cli` (which imports this module; this module never imports it), and the
+converter's flags are defined only when that command runs.
+
+Run the checks with:
+  .venv/bin/python -m pytest -q tests/test_export.py tests/test_export_cli.py
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import numpy as np
 
 import medsr_jax
 from medsr_jax.errors import InputError
+# PyTorch state-dict import/export (the author's key layout) lives in its own module; re-exported.
+from medsr_jax.export_torch import variables_from_torch, variables_to_torch  # noqa: F401
 from medsr_jax.io import images
 from medsr_jax.io import json_files
 
@@ -328,11 +337,3 @@ def load_export(directory: str):
       {k: jnp.asarray(v, dtype=want[k].dtype) for k, v in arrays.items()})
   return module, variables, config
 
-
-# PyTorch state-dict import/export (the author's key layout) lives in its own module.
-from medsr_jax.export_torch import variables_from_torch, variables_to_torch  # noqa: E402,F401
-
-if __name__ == '__main__':
-  # `python -m medsr_jax.export ...`: the converter command line (see medsr_jax/export_cli.py).
-  from medsr_jax import export_cli  # pylint: disable=g-import-not-at-top
-  export_cli.run_main()
