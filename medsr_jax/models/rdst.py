@@ -49,7 +49,9 @@ params carry a leading axis of size `num_blocks` under `params['body']`; with Fa
 are `params['body_{i}']`. Compile times measured for num_blocks=8 on a 40x32 input (scan / loop):
 2-core CPU: forward 1.5-3.4 s / 3.5-6.0 s, gradient 6.5-12.6 s / 22-35 s, init 7.6-8.9 s /
 47-52 s (the machine was shared, hence ranges); H100 (jax 0.11.2): forward 18 s / 43 s, gradient
-41 s / 74 s, init 29 s / > 120 s. Run time is the same. Hence scan is the default.
+41 s / 74 s, init 29 s / > 120 s. The forward runs equally fast; the scanned gradient was
+2-23x slower on XLA:CPU until `layers/convolution.py` gave convolutions canonical gradients, and
+is now within 7-28% of the unrolled one (docs/BENCHMARKS.md). Hence scan is the default.
 
 Precision: parity with the PyTorch reference is ~3e-7 in full float32; GPUs default to TF32
 matmuls (`jax.default_matmul_precision`), which moves the output by ~2e-4 (relative).
