@@ -73,6 +73,11 @@ class Checkpointer:
     restored = self._manager.restore(step, args=args)
     return restored["state"], restored["meta"]
 
+  def restore_state(self, step: int, abstract_state: Any) -> Any:
+    """Only the train state of checkpoint `step` (no data iterator): another run's weights."""
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    return self._manager.restore(step, args=args)["state"]
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

@@ -102,6 +102,8 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.trainer = "sr"                 # trainers.get(name): 'sr', 'gan'
   c.seed = 0
   c.init_from = ""                 # run or export directory: start the generator from its weights
+  c.init_from_players = "g"        # 'g': the generator from an export; 'all': every player from
+                                   # the run's latest checkpoint
   c.prerequisites = ml_collections.ConfigDict()  # {name: 'FILE[:ARGS]'} run first, see
                                                  # trainers/prerequisites.py
 

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from medsr_jax import config_lib, models, sharding
+from medsr_jax import config_lib, export, models, sharding
 from medsr_jax import main as main_lib
 from medsr_jax.errors import InputError
 from medsr_jax.losses import adversarial, pixel
@@ -216,3 +216,17 @@ def test_main_trains_resumes_both_players_and_reports_warmup(tmp_path, capsys):
   exported = json.loads((interrupted / "export" / "config.json").read_text())
   assert exported["model"] == "edsr_lite"
   assert pathlib.Path(interrupted / "export" / "params.npz").is_file()
+  _every_player_starts_from_the_run(straight, tmp_path / "branch")
+
+
+def _every_player_starts_from_the_run(run_dir, workdir):
+  """init_from_players='all': G and D start from the run's latest checkpoint, not from init."""
+  config = tiny_gan_config.get_config("steps=6")
+  config.init_from, config.init_from_players = str(run_dir), "all"
+  branched = gan.GANTrainer(config, workdir)
+  fresh = gan.GANTrainer(tiny_gan_config.get_config("steps=6"), workdir / "fresh")
+  _, final_g, _ = export.load_export(str(run_dir / "export"))
+  _assert_trees_close(branched.state["players"]["g"]["params"], final_g["params"], atol=0)
+  d_branched = branched.state["players"]["d"]["params"]["fc2"]["kernel"]
+  assert not np.allclose(d_branched, fresh.state["players"]["d"]["params"]["fc2"]["kernel"])
+  assert int(branched.state["step"]) == 0

@@ -10,7 +10,9 @@ trainer (`trainers/gan.py`) extends this class with a discriminator player.
 
 `config.init_from` (a run directory or an export directory) starts the generator from another
 run's exported weights instead of a random init, so ablation grids branch from one shared
-warm-up (thesis Tables 4.5/4.6, 5.6/5.9).
+warm-up (thesis Tables 4.5/4.6, 5.6/5.9). With `config.init_from_players='all'` (a run
+directory) every player (the GAN's discriminator too) starts from the params, model state and EMA
+of that run's latest checkpoint; optimiser states, counters and the data order start afresh.
 """
 
 from __future__ import annotations
@@ -156,7 +158,13 @@ class SRTrainer:
 
   def _init_state(self):
     c = self.config
-    start = (init_from_variables(c.init_from, c.model.name) if c.get("init_from", "") else None)
+    players = c.get("init_from_players", "g")
+    if players not in ("g", "all"):
+      raise InputError(f"init_from_players must be 'g' or 'all', got {players!r}")
+    if players == "all" and not c.get("init_from", ""):
+      raise InputError("init_from_players='all' needs --config.init_from=RUN_DIR")
+    start = (init_from_variables(c.init_from, c.model.name)
+             if c.get("init_from", "") and players == "g" else None)
     if start is not None:
       print(f"generator initialised from {c.init_from}", flush=True)
     rng_init, rng_train = jax.random.split(jax.random.key(c.seed))
@@ -166,7 +174,32 @@ class SRTrainer:
 
     shardings = sharding.tree_shardings(jax.eval_shape(init, start), self.mesh,
                                         c.mesh.fsdp_min_size)
-    return jax.jit(init, out_shardings=shardings)(start)
+    state = jax.jit(init, out_shardings=shardings)(start)
+    if c.get("init_from_players", "g") == "all":
+      state = self._players_from_run(state, c.init_from)
+    return state
+
+  def _players_from_run(self, state: dict, run_dir: str) -> dict:
+    """Every player's params, model state and EMA from `run_dir`'s latest checkpoint."""
+    from medsr_jax import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+    directory = pathlib.Path(run_dir) / "checkpoints"
+    ckpt = checkpoint_lib.Checkpointer(directory, async_save=False) if directory.is_dir() else None
+    step = ckpt.latest_step() if ckpt else None
+    if step is None:
+      raise InputError(f"init_from_players='all' needs a run directory with checkpoints; "
+                       f"{run_dir} has none")
+    try:
+      restored = ckpt.restore_state(step, checkpoint_lib.abstract_like(state))
+    except (ValueError, KeyError, TypeError) as e:
+      raise InputError(f"the checkpoint at step {step} of {run_dir} does not have this run's "
+                       f"players and shapes: {str(e).strip().splitlines()[0][:200]}") from e
+    finally:
+      ckpt.close()
+    kept = ("params", "model_state", "ema")
+    players = {name: {**player, **{k: restored["players"][name][k] for k in kept if k in player}}
+               for name, player in state["players"].items()}
+    print(f"players {sorted(players)} initialised from {directory}/{step}", flush=True)
+    return dict(state, players=players)
 
   def start_stage(self, stage_idx: int) -> None:
     """A stage starts with fresh optimiser states (its own learning-rate schedules)."""
