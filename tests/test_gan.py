@@ -51,9 +51,9 @@ def _init_state():
 def _gan_step(kind, *, update_generator=True, name, loss_threshold=1e8):
   g_tx, d_tx = _txs()
   terms = dict(TERMS)
-  objective = objectives.generator_objective(
-      G_MODEL, terms, adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f))
-  return gan.make_gan_step(G_MODEL, D_MODEL, objective, g_tx, d_tx, kind=kind,
+  g_loss = objectives.output_loss(
+      terms, adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f))
+  return gan.make_gan_step(G_MODEL, D_MODEL, g_loss, g_tx, d_tx, kind=kind,
                            gp_weight=adversarial.GP_WEIGHT, loss_threshold=loss_threshold,
                            ema_decay=0.0, update_generator=update_generator, name=name)
 

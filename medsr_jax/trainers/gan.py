@@ -91,9 +91,14 @@ def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: f
   return update
 
 
-def make_gan_step(g_model, d_model, g_objective, g_tx, d_tx, *, kind: str, gp_weight: float,
+def make_gan_step(g_model, d_model, g_loss, g_tx, d_tx, *, kind: str, gp_weight: float,
                   loss_threshold: float, ema_decay: float, update_generator: bool, name: str):
-  """`step(state, batch, frozen) -> (state, metrics)`: D update, then (optionally) G update."""
+  """`step(state, batch, frozen) -> (state, metrics)`: D update, then (optionally) G update.
+
+  `g_loss(sr, batch, frozen, critic)` is the generator's `objectives.output_loss`. The generator
+  runs forward once per iteration: its output feeds the D update (without gradient) and, through
+  the saved `jax.vjp`, the G update against the freshly updated D.
+  """
   g_forward = step_lib.model_forward(g_model)
   d_update = make_d_update(d_model, kind, d_tx, gp_weight=gp_weight,
                            loss_threshold=loss_threshold)
@@ -103,17 +108,23 @@ def make_gan_step(g_model, d_model, g_objective, g_tx, d_tx, *, kind: str, gp_we
     step_lib.TRACE_COUNTS[name] += 1  # Python side effect: runs only while tracing.
     rng, g_rng, d_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]), 3)
     g, d = state["players"][G], state["players"][D]
-    fake, _ = g_forward(g["params"], g["model_state"], batch["lr"], g_rng)
-    d, metrics = d_update(d, batch["hr"], fake, d_rng)
-    if update_generator:
+
+    def generate(params):
+      return g_forward(params, g["model_state"], batch["lr"], g_rng)
+
+    if not update_generator:
+      fake, _ = generate(g["params"])
+      d, metrics = d_update(d, batch["hr"], fake, d_rng)
+    else:
+      fake, pullback, model_state = jax.vjp(generate, g["params"], has_aux=True)
+      d, metrics = d_update(d, batch["hr"], fake, d_rng)
+
       def d_fresh(x):
         return critic(d["params"], d["model_state"], x)[0]
 
-      def objective(params, model_state, b, r, fz):
-        return g_objective(params, model_state, b, r, fz, critic=d_fresh)
-
-      (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-          g["params"], g["model_state"], batch, g_rng, frozen or {})
+      (loss, aux), d_sr = jax.value_and_grad(g_loss, has_aux=True)(
+          fake, batch, frozen or {}, d_fresh)
+      (grads,) = pullback(d_sr)
       g, ok = state_lib.guarded_update(g, grads, loss, g_tx, loss_threshold=loss_threshold,
                                        new_model_state=model_state, ema_decay=ema_decay)
       metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
@@ -131,6 +142,10 @@ class GANTrainer(sr.SRTrainer):
 
   name = "gan"
   loss_terms = sr.SRTrainer.loss_terms + (objectives.ADVERSARIAL_TERM,)
+
+  def __init__(self, config, workdir: pathlib.Path):
+    self.d_model = sr.build_model(config.gan.discriminator)
+    super().__init__(config, workdir)
 
   def check_config(self) -> None:
     super().check_config()
@@ -171,8 +186,6 @@ class GANTrainer(sr.SRTrainer):
   def init_players(self, rng, start):
     g_rng, d_rng = jax.random.split(rng)
     players = super().init_players(g_rng, start)
-    self.d_model = self.d_model if hasattr(self, "d_model") else sr.build_model(
-        self.config.gan.discriminator)
     hr = int(self.config.data.lr_patch * self.config.model.scale)
     dummy = jnp.zeros((1, hr, hr, self.config.model.in_channels), jnp.float32)
     params, model_state = step_lib.split_variables(self.d_model.init(d_rng, dummy))
@@ -196,8 +209,10 @@ class GANTrainer(sr.SRTrainer):
       kind = gan.kind
       raw = make_gan_step(
           self.model, self.d_model,
-          self.generator_objective(
-              stage_idx, adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f)),
+          objectives.output_loss(
+              objectives.stage_terms(self.stages[stage_idx]),
+              self.config.train.get("perceptual", {}),
+              adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f)),
           self.optimizer(G, stage_idx), self.optimizer(D, stage_idx), kind=kind,
           gp_weight=float(gan.gp_weight), loss_threshold=train.loss_threshold,
           ema_decay=train.ema_decay, update_generator=update_generator,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from medsr_jax.errors import InputError
-from medsr_jax.losses import pixel
+from medsr_jax.losses import perceptual, pixel
 from medsr_jax.trainers import step as step_lib
 
 PIXEL_TERMS = ("l1", "mse", "l2")
@@ -59,25 +59,21 @@ def needs_vgg(stages) -> bool:
   return any(set(stage_terms(s)) & set(PERCEPTUAL_TERMS) for s in stages)
 
 
-def generator_objective(model, terms: dict[str, float], perceptual_options: Optional[dict] = None,
-                        adversarial_loss: Optional[AdversarialLoss] = None):
-  """`objective(params, model_state, batch, rng, frozen, critic=None) -> (loss, (aux, state))`.
-
-  `aux` holds every unweighted term (`loss_<term>`). 'adv' needs `critic` and
+def output_loss(terms: dict[str, float], perceptual_options: Optional[dict] = None,
+                adversarial_loss: Optional[AdversarialLoss] = None):
+  """`loss(sr, batch, frozen, critic=None) -> (total, aux)`: the weighted terms of a generator
+  output `sr`. `aux` holds every unweighted term (`loss_<term>`). 'adv' needs `critic` and
   `adversarial_loss(d_real, d_fake)`; the real branch is D(HR) under `stop_gradient`.
   """
-  forward = step_lib.model_forward(model)
   perceptual_options = dict(perceptual_options or {})
 
-  def objective(params, model_state, batch, rng, frozen=None, critic: Optional[Critic] = None):
-    sr, new_model_state = forward(params, model_state, batch["lr"], rng)
+  def loss(sr, batch, frozen=None, critic: Optional[Critic] = None):
     hr = batch["hr"]
     values = {}
     for term in terms:
       if term in PIXEL_TERMS:
         values[term] = pixel.get(term)(sr, hr)
       elif term in PERCEPTUAL_TERMS:
-        from medsr_jax.losses import perceptual  # pylint: disable=import-outside-toplevel
         values[term] = perceptual.vgg_loss((frozen or {})[VGG], sr, hr, layer=term,
                                            **perceptual_options)
       elif term == ADVERSARIAL_TERM:
@@ -88,14 +84,24 @@ def generator_objective(model, terms: dict[str, float], perceptual_options: Opti
       else:
         raise ValueError(f"unknown loss term {term!r}")
     total = sum(jnp.asarray(terms[t], jnp.float32) * v for t, v in values.items())
-    aux = {f"loss_{t}": v for t, v in values.items()}
+    return total, {f"loss_{t}": v for t, v in values.items()}
+
+  return loss
+
+
+def generator_objective(model, terms: dict[str, float], perceptual_options: Optional[dict] = None,
+                        adversarial_loss: Optional[AdversarialLoss] = None):
+  """`objective(params, model_state, batch, rng, frozen, critic=None) -> (loss, (aux, state))`:
+  the model's training forward pass followed by `output_loss`."""
+  forward = step_lib.model_forward(model)
+  loss = output_loss(terms, perceptual_options, adversarial_loss)
+
+  def objective(params, model_state, batch, rng, frozen=None, critic: Optional[Critic] = None):
+    sr, new_model_state = forward(params, model_state, batch["lr"], rng)
+    total, aux = loss(sr, batch, frozen, critic)
     return total, (aux, new_model_state)
 
   return objective
-
-
-def pixel_terms_only(terms: dict[str, float]) -> bool:
-  return all(t in PIXEL_TERMS for t in terms)
 
 
 def load_frozen(config, stages) -> dict[str, Any]:

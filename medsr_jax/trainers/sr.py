@@ -219,10 +219,10 @@ class SRTrainer:
                                sharding.replicated(self.mesh), frozen_sh)
     return lambda state, batch: jitted(state, batch, self.frozen)
 
-  def generator_objective(self, stage_idx: int, **kwargs):
+  def generator_objective(self, stage_idx: int):
     return objectives.generator_objective(
         self.model, objectives.stage_terms(self.stages[stage_idx]),
-        self.config.train.get("perceptual", {}), **kwargs)
+        self.config.train.get("perceptual", {}))
 
   def train_step(self, stage_idx: int, step: int):
     """The jitted step of a stage, compiled once and reused."""
