@@ -2,18 +2,32 @@
 
 Usage:
   python -m data_prep.build --dataset={oasis,brats,acdc,covid_ct,folder} --src=DIR --out=DIR \
-      [--protocol=rdst|miassr] [--split=thesis|random:SEED|file:PATH] [--shards=auto|N|train=N,...]
-      [--workers=N] [--skip_bad] [--modalities=t1ce,t1,t2,flair] [--dry_run] ...
+      [--protocol=rdst|miassr|msgan] [--split=thesis|random:SEED|file:PATH|slices:SEED[:VAL]]
+      [--shards=auto|N|train=N,...] [--workers=N] [--skip_bad] [--modalities=t1ce,t1,t2,flair]
+      [--dry_run] ...
 
   python -m data_prep.build --dataset=oasis --src=/data/OASIS/disc1 --out=/data/shards/oasis_rdst
   python -m data_prep.build --dataset=brats --src=/data/BraTS17 --out=/data/shards/brats_rdst
+  python -m data_prep.build --dataset=brats --protocol=msgan --src=/data/BraTS18 \
+      --out=/data/shards/brats_msgan                       # thesis ch. 3 (MS-GAN, LFSR)
   python -m data_prep.build --dataset=covid_ct --protocol=miassr --src=/data/COVID-19-20_v2 ...
   python -m data_prep.build --dataset=folder --src=/hospital/dicom --out=... --crop=256x256
 
+Protocol msgan (thesis ch. 3, §3.3.1; BraTS only, other datasets are refused with exit 2): the
+t1ce channel, the whole 240x240 axial slices that hold any tumour label, divided by the
+dataset's maximum, a `lesion_centre` in every record, and by default a slice-level split
+(`--split=slices:0`: test 2368/11927 of the slices, val 5 % of the rest; splits.py). The divisor
+needs a first pass that reads every volume used (in parallel, in a fixed order) before anything
+is written; it is recorded as manifest settings 'intensity_divisor' (the raw value that became
+1.0). A resumed build recomputes it, and it comes out the same (a maximum of the same voxels):
+if the sources changed, the settings differ and the build is refused. --dry_run runs the first
+pass too (it reads, writes nothing) to report the divisor and the slice counts.
+
 What it does (details in the modules):
   readers/<dataset>.py   finds the volumes of the published folder layout (spec §4.2)
-  splits.py              subject-wise train / val / test: the thesis lists or a seeded fallback
-  protocols.py           per dataset x method: slice selection, min-max, crop, labels
+  splits.py              subject-wise train / val / test: the thesis lists or a seeded fallback;
+                         slice-level for msgan
+  protocols.py           per dataset x method: slice selection, normalisation, crop, labels
   writer.py              shards + offset index + manifest.json: parallel over volumes,
                          deterministic for any --workers, resumable, atomic
 
@@ -26,12 +40,13 @@ DICOM series) stops with `error: <file>: <reason>` and exit code 2, or with --sk
 volume out and lists it in the manifest.
 
 Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py tests/test_data_prep_bad.py
-tests/test_data_prep_folder.py`.
+tests/test_data_prep_folder.py tests/test_data_prep_msgan.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import os
@@ -60,8 +75,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--src', required=True, help='the dataset folder (its published layout)')
   p.add_argument('--out', required=True, help='output directory (new, empty, or a resumed one)')
   p.add_argument('--protocol', default='rdst', choices=protocols.PROTOCOLS,
-                 help='preprocessing of RDST (thesis ch. 5, default) or MIASSR (ch. 4)')
-  p.add_argument('--split', default='thesis', help='thesis | random:SEED | file:PATH.json')
+                 help='preprocessing of RDST (thesis ch. 5, default), MIASSR (ch. 4) or MS-GAN '
+                      '(ch. 3, BraTS only)')
+  p.add_argument('--split', default=None,
+                 help='thesis | random:SEED | file:PATH.json | slices:SEED[:VAL] (msgan: a '
+                      'slice-level split, its default slices:0)')
   p.add_argument('--shards', default='auto',
                  help=f'auto (one per {AUTO_VOLUMES_PER_SHARD} volumes) | N (train; val/test '
                       'in proportion) | train=N,val=N,test=N')
@@ -72,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                  help='leave out volumes with bad input (listed in the manifest) instead of '
                       'stopping')
   p.add_argument('--modalities', default='',
-                 help='BraTS: channels in order (default t1ce,t1,t2,flair); folder: the channel '
-                      'name (default image)')
+                 help='BraTS: channels in order (default t1ce,t1,t2,flair; msgan: t1ce only); '
+                      'folder: the channel name (default image)')
   p.add_argument('--select', choices=protocols.SELECT_RULES, default=None,
                  help='slice selection (default: the protocol\'s)')
   p.add_argument('--label_threshold', type=float, default=None,
@@ -155,13 +173,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if workers < 1:
     raise InputError(f'--workers must be >= 1, got {workers}')
   protocol = _protocol(args)
-  rule = splits_lib.parse_split(args.split)
+  rule = splits_lib.parse_split(args.split or protocols.default_split(protocol.name))
+  if rule.kind == 'slices' and protocol.name != 'msgan':
+    raise InputError('--split=slices:SEED (a slice-level split) is for --protocol=msgan; use '
+                     'thesis, random:SEED or file:PATH')
+  modalities = _names(args.modalities)
+  if protocol.name == 'msgan':
+    if modalities and modalities != protocols.MSGAN_MODALITIES:
+      raise InputError(f'--protocol=msgan uses the BraTS t1ce channel only, got '
+                       f'--modalities={args.modalities}')
+    modalities = protocols.MSGAN_MODALITIES
   options = readers.ReaderOptions(
-      modalities=_names(args.modalities), labels=not args.no_labels,
+      modalities=modalities, labels=not args.no_labels,
       labels_dir=args.labels_dir,
       label_suffixes=_names(args.label_suffixes) or readers.ReaderOptions().label_suffixes,
       subject_from=args.subject_from)
-  if protocol.select == 'label' and not options.labels:
+  if protocol.select in ('label', 'lesion') and not options.labels:
     raise InputError(f'protocol {protocol.name} selects {args.dataset} slices by their labels; '
                      'with --no_labels pass --select=nonempty or --select=all')
 
@@ -170,12 +197,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if out == src or out.startswith(src + os.sep):
     raise InputError(f'{args.out}: --out must not be inside --src')
   found = readers.reader(args.dataset).discover(src, options)
-  split = splits_lib.make_splits(args.dataset, found.layout, found.volumes, rule)
-  members = {s: set(v) for s, v in split.subjects.items()}
-  split_volumes = {s: [v for v in found.volumes if v.subject in members[s]]
-                   for s in manifest_lib.SPLITS}
+  ctx = protocols.Context(dataset=args.dataset, protocol=protocol, options=options,
+                          modalities=tuple(found.modalities), src=src)
+  split_slices = None
+  if rule.kind == 'slices':
+    used = list(found.volumes)
+  else:
+    split = splits_lib.make_splits(args.dataset, found.layout, found.volumes, rule)
+    members = {s: set(v) for s, v in split.subjects.items()}
+    split_volumes = {s: [v for v in found.volumes if v.subject in members[s]]
+                     for s in manifest_lib.SPLITS}
+    used = [v for v in found.volumes if any(v.subject in members[s] for s in members)]
+  divisor = None
+  if protocol.needs_scan or rule.kind == 'slices':
+    scans = _first_pass(used, ctx, workers, args.skip_bad, log)
+    good = [x for x in scans if x.error is None]
+    if protocol.needs_scan:
+      divisor = _divisor(good, src, found.modalities[0])
+      ctx = dataclasses.replace(ctx, divisor=divisor)
+    if rule.kind == 'slices':
+      split, split_volumes, split_slices = _slice_split(rule, found.volumes, scans)
   counts = _shard_counts(args.shards, {s: len(v) for s, v in split_volumes.items()})
-  plans = writer.plan_shards(split_volumes, counts)
+  plans = writer.plan_shards(split_volumes, counts, split_slices)
 
   settings = {
       'data_prep_format': FORMAT_VERSION,
@@ -189,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       'plan_sha256': writer.plan_digest(plans),
       'volume_info_suffix': writer.VOLUMES_SUFFIX,
   }
+  if divisor is not None:
+    settings['intensity_divisor'] = divisor
   if args.dataset == 'folder':
     settings['folder'] = {'labels_dir': options.labels_dir,
                           'label_suffixes': list(options.label_suffixes),
@@ -200,19 +245,67 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       splits={s: manifest_lib.Split(subjects=sorted(split.subjects[s]))
               for s in manifest_lib.SPLITS},
       sources=[src])
-  _report_plan(args, found, split, split_volumes, counts, log)
+  _report_plan(args, found, split, split_volumes, counts, log, divisor)
   if args.dry_run:
     return 0
 
-  ctx = protocols.Context(dataset=args.dataset, protocol=protocol, options=options,
-                          modalities=tuple(found.modalities), src=src)
   m = writer.write(out, fresh, plans, functools.partial(protocols.run_volume, ctx),
                    workers=workers, skip_bad=args.skip_bad, log=log)
   _summary(out, m, split_volumes, time.monotonic() - start)
   return 0
 
 
-def _report_plan(args, found, split, split_volumes, counts, log) -> None:
+def _first_pass(used, ctx, workers: int, skip_bad: bool, log) -> list[protocols.VolumeScan]:
+  """`protocols.scan_volume` of every used volume, in order (InputError on bad input unless
+  skip_bad: then the scan carries the error and the writer skips the volume later)."""
+  if log is not None:
+    print(f'data_prep: first pass over {len(used)} volume(s): slice selection and the dataset '
+          'maximum', file=log)
+  progress = writer.Progress(len(used), log, what='first pass')
+  scans = []
+  results = writer.map_ordered(used, functools.partial(protocols.scan_volume, ctx),
+                               max(1, min(workers, len(used))))
+  try:
+    for scan in results:
+      if scan.error is not None and not skip_bad:
+        raise InputError(scan.error)
+      scans.append(scan)
+      progress.update(len(scan.selected), 'done' if len(scans) == len(used) else '')
+  finally:
+    results.close()
+  return scans
+
+
+def _divisor(scans: Sequence[protocols.VolumeScan], src: str, channel: str) -> float:
+  """The dataset's maximum of channel 0 over the selected slices (InputError if unusable)."""
+  maxima = [x.maximum for x in scans if x.maximum is not None]
+  if not maxima:
+    raise InputError(f'{src}: no volume has a selected slice (protocol msgan keeps the slices '
+                     'with a tumour label > 0); nothing to build')
+  divisor = float(max(maxima))
+  if not divisor > 0:
+    raise InputError(f'{src}: the largest {channel} value of the selected slices is {divisor:g}; '
+                     'cannot divide the intensities by it')
+  return divisor
+
+
+def _slice_split(rule, volumes, scans):
+  """(SplitResult, split_volumes, split_slices) of a slice-level split. Volumes that failed the
+  first pass (--skip_bad) go to the train plan without slices, so the writer lists them as
+  skipped."""
+  selected = [(x.subject, x.volume, x.selected) for x in scans if x.error is None]
+  bad = {x.volume for x in scans if x.error is not None}
+  assignment, info = splits_lib.slice_split(rule, selected)
+  split_volumes, split_slices, subjects = {}, {}, {}
+  for s in manifest_lib.SPLITS:
+    vols = [v for v in volumes if v.volume in assignment[s] or (s == 'train' and v.volume in bad)]
+    split_volumes[s] = vols
+    split_slices[s] = [tuple(assignment[s].get(v.volume, ())) for v in vols]
+    subjects[s] = sorted({v.subject for v in vols})
+  return splits_lib.SplitResult(subjects, info), split_volumes, split_slices
+
+
+def _report_plan(args, found, split, split_volumes, counts, log, divisor=None) -> None:
   if log is None and not args.dry_run:
     return
   stream = log or sys.stdout
@@ -224,9 +317,14 @@ def _report_plan(args, found, split, split_volumes, counts, log) -> None:
   if info.get('missing'):
     print(f'data_prep: split: {len(info["missing"])} listed subject(s) not found, e.g. '
           f'{", ".join(info["missing"][:3])}', file=stream)
+  if divisor is not None:
+    print(f'data_prep: intensity divisor (the dataset maximum of {found.modalities[0]} over the '
+          f'selected slices) {divisor:g}', file=stream)
+  n_slices = info.get('slices', {})
   for s in manifest_lib.SPLITS:
+    extra = f' {n_slices[s]:6d} slices' if s in n_slices else ''
     print(f'data_prep:   {s:5s} {len(split.subjects[s]):4d} subjects {len(split_volumes[s]):5d} '
-          f'volumes -> {counts[s]} shard(s)', file=stream)
+          f'volumes{extra} -> {counts[s]} shard(s)', file=stream)
 
 
 def _summary(out: str, m: manifest_lib.Manifest, split_volumes, seconds: float) -> None:

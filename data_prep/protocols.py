@@ -7,19 +7,29 @@ A `Protocol` turns one loaded volume into slice records (reference spec §4.1, �
        'nonempty'  sum of the (first-channel) image slice > 0
        'label'     sum of the stored label values of the slice > threshold (100): the reference's
                    "tumour / mask present" rule, on the raw labels (BraTS before 4 -> 3)
+       'lesion'    at least one label voxel > 0, all labels fused (thesis §3.3.1: "the whole
+                   tumour ... by fusing all the labels"; a single tumour voxel is enough)
        'all'       every slice;
-  3. min-max normalisation per volume and channel over the *selected* slices, before the crop:
-     ``(v - min) / (max - min)`` in float64, clipped to [0, 1], stored as float32 (a constant
-     volume is bad input);
+  3. normalisation, computed in float64, clipped to [0, 1], stored as float32:
+       'minmax'       per volume and channel over the *selected* slices, before the crop:
+                      ``(v - min) / (max - min)`` (a constant volume is bad input);
+       'dataset_max'  ``v / D`` with one divisor D for the whole dataset (thesis §3.3.1: "dividing
+                      each dataset's maximum value"): the maximum of channel 0 over the selected
+                      slices of every volume the build uses, found by a first pass over the
+                      volumes (`scan_volume`, run by data_prep.build) and recorded in the
+                      manifest's settings as 'intensity_divisor'. Values above D cannot occur;
+                      negative raw values (none in BraTS) are clipped to 0;
   4. labels: remapped (BraTS 4 -> 3) and stored as uint8;
   5. the crop of the method:
        'margin' (m0, m1)  ``img[m0:-m0, m1:-m1]`` (the reference's SingleImageRandomCrop(0, m))
        'centre' (h, w)    the central h x w window starting at ((H-h)//2, (W-w)//2); a slice
                           smaller than the window keeps its size along that axis ('none', the
                           reference's CentreCrop) or is edge-padded first ('edge')
-       'none'             the whole slice.
+       'none'             the whole slice;
+  6. protocol msgan only: the record's `lesion_centre`, the mean (row, col) of the stored label's
+     pixels > 0 (thesis §3.3.1: "averaging the location of all masked pixels").
 
-Defaults (`DEFAULTS`; H x W):
+Defaults (`DEFAULTS`; H x W; min-max normalisation unless said otherwise):
 
   dataset    rdst (ch. 5)                              miassr (ch. 4)
   oasis      nonempty, margin (24, 24) -> 160x128       nonempty, margin (14, 16) -> 180x144
@@ -32,13 +42,20 @@ Defaults (`DEFAULTS`; H x W):
   folder     all slices, no crop                        all slices, no crop
              ('nonempty' would drop CT slices: air is negative; pass --select for MR)
 
+  msgan (ch. 3, MS-GAN / lesion-focused SR; BraTS only, `MSGAN_DATASETS`):
+  brats      t1ce only; lesion (any label > 0); no crop -> whole 240x240 slices (the 120x120 ROI
+             is cut at training time, so a lesion near the border is never clamped by a crop);
+             'dataset_max' normalisation; lesion_centre per record; labels 4 -> 3; the default
+             split is slice-level, `--split=slices:0` (data_prep/splits.py)
+
 Each record carries the subject, the slice index along the slicing axis, the in-plane (row,
 column) voxel size and slice thickness, the source volume's affine and axis codes, the channel
-names, channel 0's [min, max] before normalisation and (when labelled) the uint8 label slice.
+names, the raw [lo, hi] of each channel that became [0, 1] (its [min, max], or [0, D] for
+'dataset_max') and (when labelled) the uint8 label slice.
 The per-volume facts the record schema has no field for (every channel's range, the crop
 offset, the uncropped slice size, the source files) go to the shard's `.volumes.json`.
 
-Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py`.
+Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py tests/test_data_prep_msgan.py`.
 """
 
 from __future__ import annotations
@@ -54,8 +71,10 @@ from medsr_jax.data import records
 from medsr_jax.data import volumes
 from medsr_jax.errors import InputError
 
-PROTOCOLS = ('rdst', 'miassr')
-SELECT_RULES = ('nonempty', 'label', 'all')
+PROTOCOLS = ('rdst', 'miassr', 'msgan')
+SELECT_RULES = ('nonempty', 'label', 'lesion', 'all')
+MSGAN_DATASETS = ('brats',)
+MSGAN_MODALITIES = ('t1ce',)
 CROP_KINDS = ('margin', 'centre', 'none')
 PAD_MODES = ('none', 'edge')
 LABEL_THRESHOLD = 100.0
@@ -73,6 +92,13 @@ class Protocol:
   pad: str = 'none'
   label_map: tuple[tuple[int, int], ...] = ()
   axis: int = 2
+  normalise: str = 'minmax'
+  lesion_centre: bool = False           # store each record's lesion centre
+
+  @property
+  def needs_scan(self) -> bool:
+    """True when the build must read every volume once before writing (dataset maximum)."""
+    return self.normalise == 'dataset_max'
 
   def settings(self) -> dict[str, Any]:
     """JSON form for the manifest."""
@@ -81,20 +107,31 @@ class Protocol:
       select.update(threshold=self.label_threshold, on='sum of the stored label values')
     elif self.select == 'nonempty':
       select.update(on='sum of the first channel > 0')
+    elif self.select == 'lesion':
+      select.update(on='any stored label value > 0 (all labels fused)')
     crop: dict[str, Any] = {'kind': self.crop}
     if self.crop == 'margin':
       crop['margins'] = list(self.crop_size)
     elif self.crop == 'centre':
       crop.update(size=list(self.crop_size), pad=self.pad)
-    return {
+    if self.normalise == 'dataset_max':
+      norm = {'kind': 'dataset_max', 'range': [0.0, 1.0], 'dtype': 'float32',
+              'over': 'one divisor (settings.intensity_divisor): the maximum of channel 0 over '
+                      'the selected slices of every volume used; values < 0 clipped to 0'}
+    else:
+      norm = {'kind': 'minmax', 'range': [0.0, 1.0], 'dtype': 'float32',
+              'over': 'per volume and channel, the selected slices, before the crop'}
+    out = {
         'axis': self.axis,
         'slice': f'slice k = moveaxis(vol, {self.axis}, 0)[k].T (axis 2: vol[:, :, k].T)',
         'selection': select,
-        'normalisation': {'kind': 'minmax', 'range': [0.0, 1.0], 'dtype': 'float32',
-                          'over': 'per volume and channel, the selected slices, before the crop'},
+        'normalisation': norm,
         'crop': crop,
         'label_map': {str(a): b for a, b in self.label_map},
     }
+    if self.lesion_centre:
+      out['lesion_centre'] = 'per record: mean (row, col) of the stored label pixels > 0'
+    return out
 
 
 _BRATS_MAP = ((4, 3),)
@@ -114,7 +151,14 @@ DEFAULTS: dict[tuple[str, str], Protocol] = {
                                      crop_size=(90, 50)),
     ('folder', 'rdst'): Protocol('folder', 'rdst', 'all'),
     ('folder', 'miassr'): Protocol('folder', 'miassr', 'all'),
+    ('brats', 'msgan'): Protocol('brats', 'msgan', 'lesion', crop='none', label_map=_BRATS_MAP,
+                                 normalise='dataset_max', lesion_centre=True),
 }
+
+
+def default_split(name: str) -> str:
+  """The --split a protocol uses unless one is given (msgan: slice-level, seed 0)."""
+  return 'slices:0' if name == 'msgan' else 'thesis'
 
 
 def make_protocol(dataset: str, name: str, *, select: Optional[str] = None,
@@ -124,6 +168,9 @@ def make_protocol(dataset: str, name: str, *, select: Optional[str] = None,
   """The default protocol of (dataset, name) with the given overrides (None keeps a default)."""
   if name not in PROTOCOLS:
     raise InputError(f'--protocol must be one of {", ".join(PROTOCOLS)}, got {name!r}')
+  if name == 'msgan' and dataset not in MSGAN_DATASETS:
+    raise InputError(f'--protocol=msgan supports --dataset={" or ".join(MSGAN_DATASETS)} only '
+                     f'(thesis ch. 3: BraTS T1ce tumour slices), got --dataset={dataset}')
   p = DEFAULTS[(dataset, name)]
   changes: dict[str, Any] = {}
   if select is not None:
@@ -165,6 +212,26 @@ class Context:
   options: readers.ReaderOptions
   modalities: tuple[str, ...]
   src: str
+  divisor: Optional[float] = None   # 'dataset_max': the raw value that becomes 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeTask:
+  """One volume to write into a shard of `split`; `slices` restricts it to those selected slice
+  indices (a slice-level split), None keeps every selected slice."""
+  spec: readers.VolumeSpec
+  split: str = ''
+  slices: Optional[tuple[int, ...]] = None
+
+
+@dataclasses.dataclass
+class VolumeScan:
+  """The first pass over one volume: its selected slices and channel 0's maximum over them."""
+  volume: str
+  subject: str
+  selected: list[int]
+  maximum: Optional[float]          # None when no slice is selected
+  error: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -228,6 +295,8 @@ def select_slices(image_slices: np.ndarray, label_slices: Optional[np.ndarray], 
   if label_slices is None:
     raise InputError(f'{path}: protocol {p.name} selects {p.dataset} slices by their label, but '
                      'this volume has no label file (use --select=nonempty or all)')
+  if p.select == 'lesion':
+    return np.flatnonzero(np.any(label_slices > 0, axis=(1, 2)))
   return np.flatnonzero(slice_sums(label_slices) > p.label_threshold)
 
 
@@ -247,16 +316,60 @@ def _range(slices: np.ndarray, keep: np.ndarray, path: str) -> tuple[float, floa
   return lo, hi
 
 
-def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
-                   ctx: Context) -> VolumeResult:
-  """The encoded slice records of one loaded volume (InputError on bad input)."""
+def _max_over(slices: np.ndarray, keep: np.ndarray) -> Optional[float]:
+  """The maximum of the `keep` slices (None if none), slice by slice: no copy."""
+  return max((float(slices[k].max()) for k in keep), default=None)
+
+
+def scan_volume(ctx: Context, spec: readers.VolumeSpec) -> VolumeScan:
+  """First pass: the selected slices of one volume and channel 0's maximum over them.
+
+  Bad input becomes `VolumeScan.error` (the build stops on it, or skips the volume).
+  """
+  try:
+    loaded = readers.reader(ctx.dataset).load(spec, ctx.options)
+    p = ctx.protocol
+    chan = volumes.axial_slices(loaded.channels[0], p.axis)
+    labels = None if loaded.label is None else volumes.axial_slices(loaded.label, p.axis)
+    keep = select_slices(chan, labels, p, spec.images[0])
+    return VolumeScan(spec.volume, spec.subject, [int(k) for k in keep], _max_over(chan, keep))
+  except InputError as e:
+    return VolumeScan(spec.volume, spec.subject, [], None, error=' '.join(str(e).split()))
+
+
+def lesion_centre(label: np.ndarray) -> Optional[tuple[float, float]]:
+  """(row, col) mean position of the pixels > 0 of an (H, W) label map (float64); None if none."""
+  rows, cols = np.nonzero(np.asarray(label) > 0)
+  if not rows.size:
+    return None
+  return float(np.mean(rows, dtype=np.float64)), float(np.mean(cols, dtype=np.float64))
+
+
+def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec, ctx: Context,
+                   only: Optional[Sequence[int]] = None) -> VolumeResult:
+  """The encoded slice records of one loaded volume (InputError on bad input).
+
+  `only`: write just these of the selected slice indices (a slice-level split); each must be
+  selected, else the volume changed since the first pass (InputError).
+  """
   p = ctx.protocol
   path = spec.images[0]
   chans = [volumes.axial_slices(c, p.axis) for c in loaded.channels]
   labels = None if loaded.label is None else volumes.axial_slices(loaded.label, p.axis)
   keep = select_slices(chans[0], labels, p, path)
   n, h_in, w_in = chans[0].shape
-  ranges = [_range(c, keep, spec.images[i]) for i, c in enumerate(chans)] if keep.size else []
+  if p.normalise == 'dataset_max':
+    if not ctx.divisor or ctx.divisor <= 0:
+      raise ValueError('protocol msgan needs the dataset divisor (Context.divisor)')
+    ranges = [(0.0, float(ctx.divisor))] * len(chans) if keep.size else []
+  else:
+    ranges = [_range(c, keep, spec.images[i]) for i, c in enumerate(chans)] if keep.size else []
+  if only is not None:
+    wanted = np.asarray(sorted(set(int(k) for k in only)), dtype=np.int64)
+    if not np.isin(wanted, keep).all():
+      raise InputError(f'{path}: the selected slices differ from the first pass of this build '
+                       '(was the file changed?); run the build again')
+    keep = wanted
   window = crop_window(h_in, w_in, p, path)
   in_plane = [i for i in range(3) if i != p.axis]
   z = loaded.zooms
@@ -272,17 +385,19 @@ def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
   for k in keep:
     planes = []
     for c, (lo, hi) in zip(chans, ranges):
-      v = (np.asarray(c[k], dtype=np.float64) - lo) / (hi - lo)
+      v = (np.asarray(c[k], dtype=np.float64) - lo) / (hi - lo)  # dataset_max: lo = 0, hi = D
       planes.append(np.clip(v, 0.0, 1.0).astype(np.float32))
     image = np.ascontiguousarray(_cut(np.stack(planes, axis=-1), window))
-    label = None
+    label = centre = None
     if labels is not None:
       label = np.ascontiguousarray(_cut(lut[np.asarray(labels[k], dtype=np.int64)], window))
+      if p.lesion_centre:
+        centre = lesion_centre(label)
     out.append(records.encode_slice(records.SliceRecord(
         image=image, label=label, subject=spec.subject, slice_index=int(k), spacing=spacing,
         affine=loaded.affine, orientation=orientation, modalities=list(ctx.modalities),
         intensity=ranges, dataset=ctx.dataset, volume=spec.volume,
-        source_shape=(h_in, w_in), crop_offset=(top, left))))
+        source_shape=(h_in, w_in), crop_offset=(top, left), lesion_centre=centre)))
   info = {
       'volume': spec.volume,
       'subject': spec.subject,
@@ -298,6 +413,8 @@ def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
       'spacing': [float(s) for s in spacing],
       'orientation': orientation,
   }
+  if p.normalise == 'dataset_max':
+    info['raw_max'] = _max_over(chans[0], keep)  # of the slices written here (<= the divisor)
   if spec.dicom_files:
     info['dicom_files'] = len(spec.dicom_files)
   if spec.extra_labels and labels is not None:
@@ -305,11 +422,15 @@ def process_volume(loaded: readers.Loaded, spec: readers.VolumeSpec,
   return VolumeResult(out, info)
 
 
-def run_volume(ctx: Context, spec: readers.VolumeSpec) -> VolumeResult:
-  """Loads and processes one volume; bad input becomes `VolumeResult.error` (for --skip_bad)."""
+def run_volume(ctx: Context, task: VolumeTask | readers.VolumeSpec) -> VolumeResult:
+  """Loads and processes one volume (a `VolumeTask` or a bare `VolumeSpec`: every selected
+  slice); bad input becomes `VolumeResult.error` (for --skip_bad)."""
+  if isinstance(task, readers.VolumeSpec):
+    task = VolumeTask(task)
+  spec = task.spec
   try:
     loaded = readers.reader(ctx.dataset).load(spec, ctx.options)
-    return process_volume(loaded, spec, ctx)
+    return process_volume(loaded, spec, ctx, only=task.slices)
   except InputError as e:
     return VolumeResult([], {'volume': spec.volume, 'subject': spec.subject,
                              'sources': [_rel(x, ctx.src) for x in spec.images]},

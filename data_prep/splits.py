@@ -1,4 +1,5 @@
-"""Subject-wise train / val / test splits: the thesis' lists, a seeded fallback, or a JSON file.
+"""Train / val / test splits: subject-wise (the thesis' lists, a seeded fallback, a JSON file) or,
+for the chapter-3 protocol msgan, slice-level.
 
 `--split=thesis` (default) uses the subject lists of the thesis experiments, verbatim from the
 reference configs (spec Appendix A, §4.5): OASIS 30 / 3 / 9, BraTS 50 / 3 / 10, ACDC 80 / 8 / 20,
@@ -27,7 +28,20 @@ disjoint val needs >= 3); train keeps the rest. A single subject is all train.
 
 `--split=file:PATH` reads {"train": [...], "val": [...], "test": [...]} (subject ids).
 
-Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py -k split`.
+`--split=slices:SEED[:VAL]` (protocol msgan, its default `slices:0`): thesis §3.3.1 splits the
+N = 11,927 BraTS tumour slices *randomly at slice level* into 9,559 training and 2,368 test
+slices, so slices of one subject are in both. Every selected slice gets a key, the first 8 bytes
+(big-endian) of sha256('<SEED>/<subject>/<volume>/<slice index>'); the slices are ordered by
+(key, volume, slice index) and the first round(N x 2368 / 11927) are test (exactly 2,368 of
+11,927), the next round(VAL x the rest) are validation, the others train. The thesis has no
+validation set: VAL defaults to 0.05 (5 % of the non-test slices, 478 of 9,559 for the thesis'
+data), is carved from the training slices and is disjoint from test; `slices:SEED:0` keeps the
+thesis' 9,559 training slices and an empty validation split. A slice's key depends only on the
+seed and its own ids, so the split depends on the data, never on --workers or processing order.
+With N >= 2, test gets at least one slice; with VAL > 0 and >= 2 non-test slices, so does val.
+
+Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py -k split` and
+`tests/test_data_prep_msgan.py` (slice-level).
 """
 
 from __future__ import annotations
@@ -45,6 +59,9 @@ from medsr_jax.errors import InputError
 
 SPLITS = ('train', 'val', 'test')
 FALLBACK_SEED = 0
+# Thesis §3.3.1 (BraTS 2018 T1ce tumour slices): 11,927 = 9,559 train + 2,368 test.
+THESIS_SLICES = {'total': 11927, 'train': 9559, 'test': 2368}
+SLICE_VAL_FRACTION = 0.05
 
 # ---------------------------------------------------------------------------------------------
 # Thesis lists (spec Appendix A, in the order of the reference configs). OASIS ids are
@@ -152,10 +169,12 @@ THESIS: dict[str, dict[str, tuple[str, ...]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class SplitRule:
-  """A parsed --split: kind 'thesis', 'random' (with `seed`) or 'file' (with `path`)."""
+  """A parsed --split: kind 'thesis', 'random' (with `seed`), 'file' (with `path`) or 'slices'
+  (with `seed` and `val_fraction`)."""
   kind: str
   seed: int = FALLBACK_SEED
   path: str = ''
+  val_fraction: float = 0.0
 
 
 @dataclasses.dataclass
@@ -176,7 +195,22 @@ def parse_split(text: str) -> SplitRule:
     return SplitRule('random', seed=int(seed))
   if text.startswith('file:') and len(text) > len('file:'):
     return SplitRule('file', path=os.path.abspath(text[len('file:'):]))
-  raise InputError(f'--split must be thesis, random:SEED or file:PATH, got {text!r}')
+  if text.startswith('slices:'):
+    seed, _, val = text[len('slices:'):].partition(':')
+    if not seed.isdigit():
+      raise InputError(f'--split=slices:SEED[:VAL] needs a non-negative integer seed, got {seed!r}')
+    fraction = SLICE_VAL_FRACTION
+    if val:
+      try:
+        fraction = float(val)
+      except ValueError:
+        fraction = -1.0
+      if not 0.0 <= fraction < 1.0:
+        raise InputError(f'--split=slices:SEED:VAL needs 0 <= VAL < 1 (the validation fraction '
+                         f'of the non-test slices), got {val!r}')
+    return SplitRule('slices', seed=int(seed), val_fraction=fraction)
+  raise InputError(f'--split must be thesis, random:SEED, file:PATH or slices:SEED[:VAL], got '
+                   f'{text!r}')
 
 
 def _subjects(volumes: Sequence[VolumeSpec]) -> dict[str, str]:
@@ -290,3 +324,55 @@ def make_splits(dataset: str, layout: str, volumes: Sequence[VolumeSpec],
   listed = {x for s in SPLITS for x in lists.get(s, [])}
   info.update({'missing': missing, 'unused_subjects': len(set(subjects) - listed)})
   return SplitResult({s: sorted(found[s]) for s in SPLITS}, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slice-level split (protocol msgan).
+
+
+def slice_key(seed: int, subject: str, volume: str, index: int) -> int:
+  """The slice's sort key: sha256('<seed>/<subject>/<volume>/<index>'), first 8 bytes."""
+  digest = hashlib.sha256(f'{seed}/{subject}/{volume}/{int(index)}'.encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'big')
+
+
+def slice_counts(n: int, val_fraction: float) -> tuple[int, int]:
+  """(n_test, n_val) of `n` slices: the thesis' test proportion, then VAL of the rest."""
+  total, test = THESIS_SLICES['total'], THESIS_SLICES['test']
+  n_test = (2 * n * test + total) // (2 * total)  # round(n * 2368 / 11927), halves up
+  n_test = _at_least(n_test, n)
+  rest = n - n_test
+  n_val = int(rest * val_fraction + 0.5)
+  if val_fraction > 0:
+    n_val = min(_at_least(n_val, rest), max(rest - 1, 0))
+  return n_test, n_val
+
+
+def slice_split(rule: SplitRule, selected: Sequence[tuple[str, str, Sequence[int]]]
+                ) -> tuple[dict[str, dict[str, list[int]]], dict[str, Any]]:
+  """Slice-level split (module docstring) of the selected slices of every volume.
+
+  Args:
+    rule: a 'slices' rule (seed, val_fraction).
+    selected: (subject, volume, selected slice indices) per volume.
+
+  Returns:
+    ({split: {volume: sorted slice indices}} (volumes without a slice in a split are absent),
+     the manifest's description of the split with its slice counts).
+  """
+  keyed = sorted((slice_key(rule.seed, subject, volume, k), volume, int(k))
+                 for subject, volume, indices in selected for k in indices)
+  n_test, n_val = slice_counts(len(keyed), rule.val_fraction)
+  out: dict[str, dict[str, list[int]]] = {s: {} for s in SPLITS}
+  for i, (_, volume, k) in enumerate(keyed):
+    split = 'test' if i < n_test else 'val' if i < n_test + n_val else 'train'
+    out[split].setdefault(volume, []).append(k)
+  for per_volume in out.values():
+    for indices in per_volume.values():
+      indices.sort()
+  info = {'rule': 'slices', 'seed': rule.seed, 'level': 'slice',
+          'test_fraction': f'{THESIS_SLICES["test"]}/{THESIS_SLICES["total"]}',
+          'val_fraction': rule.val_fraction, 'val_of': 'the non-test slices',
+          'key': 'sha256("<seed>/<subject>/<volume>/<slice index>")[:8]',
+          'slices': {s: sum(len(v) for v in out[s].values()) for s in SPLITS}}
+  return out, info

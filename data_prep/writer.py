@@ -14,7 +14,9 @@ into `n` contiguous, equally long runs, one per shard (`plan_shards`), so a shar
 only on its own volumes. Volumes are processed by `workers` processes (spawned, so nothing of the
 parent, e.g. JAX threads, is forked), at most 2 x workers volumes ahead of the writer, and written
 in plan order: the shards are byte-identical for any `workers`, and at most a few volumes are in
-memory at once.
+memory at once. A slice-level split (protocol msgan) gives each (split, volume) the slice indices
+it keeps (`ShardPlan.slices`): a volume is then in the plan of every split that holds one of its
+slices, and is read once per such split (plus once by the build's first pass).
 
 A shard is written to a temporary name beside its final one (with its index and sidecar), synced
 and renamed; only then is it listed in manifest.json (itself replaced atomically). After any
@@ -24,7 +26,7 @@ settings differ from the manifest's is refused unless --out is empty. Bad input 
 (the shard in progress is discarded) unless `skip_bad`: then the volume is left out and listed in
 the manifest's `skipped` (and its shard's sidecar).
 
-Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py`.
+Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py tests/test_data_prep_msgan.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 import numpy as np
 
-from data_prep.protocols import VolumeResult
+from data_prep.protocols import VolumeResult, VolumeTask
 from data_prep.readers import VolumeSpec
 from medsr_jax.data import manifest as manifest_lib
 from medsr_jax.errors import InputError
@@ -63,35 +65,55 @@ _after_shard_hook: Optional[Callable[[str], None]] = None
 
 @dataclasses.dataclass
 class ShardPlan:
-  """The volumes of one shard."""
+  """The volumes of one shard; `slices` (parallel to `volumes`): the slice indices each keeps
+  (a slice-level split), None: every selected slice."""
   split: str
   index: int
   count: int
   volumes: list[VolumeSpec]
+  slices: Optional[list[tuple[int, ...]]] = None
 
   @property
   def file(self) -> str:
     return manifest_lib.shard_name(self.split, self.index, self.count)
 
+  def tasks(self) -> list[VolumeTask]:
+    """What the process function gets, one per volume."""
+    if self.slices is None:
+      return [VolumeTask(v, self.split) for v in self.volumes]
+    return [VolumeTask(v, self.split, tuple(k)) for v, k in zip(self.volumes, self.slices)]
 
-def plan_shards(split_volumes: dict[str, list[VolumeSpec]],
-                shards: dict[str, int]) -> list[ShardPlan]:
-  """Cuts each split's volumes into min(shards[split], #volumes) contiguous runs."""
+
+def plan_shards(split_volumes: dict[str, list[VolumeSpec]], shards: dict[str, int],
+                split_slices: Optional[dict[str, list[tuple[int, ...]]]] = None
+                ) -> list[ShardPlan]:
+  """Cuts each split's volumes into min(shards[split], #volumes) contiguous runs.
+
+  `split_slices[split]` (optional, parallel to `split_volumes[split]`): the slice indices each
+  volume keeps in that split.
+  """
   plans = []
   for split in manifest_lib.SPLITS:
     vols = split_volumes.get(split, [])
+    keep = None if split_slices is None else list(split_slices[split])
+    if keep is not None and len(keep) != len(vols):
+      raise ValueError(f'split {split}: {len(keep)} slice lists for {len(vols)} volumes')
     n = min(int(shards.get(split, 1)), len(vols))
     for i in range(n):
-      members = vols[i * len(vols) // n:(i + 1) * len(vols) // n]
-      plans.append(ShardPlan(split, i, n, members))
+      lo, hi = i * len(vols) // n, (i + 1) * len(vols) // n
+      plans.append(ShardPlan(split, i, n, vols[lo:hi],
+                             None if keep is None else [tuple(k) for k in keep[lo:hi]]))
   return plans
 
 
 def plan_digest(plans: Sequence[ShardPlan]) -> str:
-  """sha256 of the plan: every shard's volumes and their files (relative names and sizes)."""
+  """sha256 of the plan: every shard's volumes and their files (relative names and sizes), and
+  for a slice-level split each volume's slice indices."""
   h = hashlib.sha256()
   for p in plans:
-    for v in p.volumes:
+    for j, v in enumerate(p.volumes):
+      if p.slices is not None:
+        h.update(json.dumps([p.file, v.volume, [int(k) for k in p.slices[j]]]).encode('utf-8'))
       files = []
       for f in v.files():
         try:
@@ -108,10 +130,12 @@ def plan_digest(plans: Sequence[ShardPlan]) -> str:
 
 
 class Progress:
-  """'volumes i/N, slices, slices/s' lines on stderr, at most once a second and per shard."""
+  """'volumes i/N, slices, slices/s' lines on stderr, at most once a second and per shard;
+  `what` names the pass (e.g. 'first pass')."""
 
-  def __init__(self, total: int, stream: Optional[TextIO] = sys.stderr):
+  def __init__(self, total: int, stream: Optional[TextIO] = sys.stderr, what: str = ''):
     self.total, self.stream = total, stream
+    self.prefix = f'data_prep: {what}: ' if what else 'data_prep: '
     self.volumes = self.slices = 0
     self.start = self._last = time.monotonic()
 
@@ -126,7 +150,7 @@ class Progress:
       return
     self._last = now
     pct = 100.0 * self.volumes / max(self.total, 1)
-    line = (f'data_prep: volumes {self.volumes}/{self.total} ({pct:.0f}%)  slices {self.slices}'
+    line = (f'{self.prefix}volumes {self.volumes}/{self.total} ({pct:.0f}%)  slices {self.slices}'
             f'  {self.rate():.1f} slices/s  {format_duration(now - self.start)}')
     print(line + (f'  {note}' if note else ''), file=self.stream, flush=True)
 
@@ -287,9 +311,10 @@ class _ShardFile:
       os.remove(self.tmp)
 
 
-def _results(tasks: Sequence[VolumeSpec], process: Callable[[VolumeSpec], VolumeResult],
-             workers: int) -> Iterator[VolumeResult]:
-  """process(task) for every task, in order; `workers` > 1 runs them in spawned processes."""
+def map_ordered(tasks: Sequence[Any], process: Callable[[Any], Any],
+                workers: int) -> Iterator[Any]:
+  """process(task) for every task, in order; `workers` > 1 runs them in spawned processes (at
+  most 2 x workers ahead of the consumer). Also the build's first pass over the volumes."""
   if workers <= 1:
     for t in tasks:
       yield process(t)
@@ -327,7 +352,7 @@ def slice_shape_of(out: str, m: manifest_lib.Manifest) -> Optional[list[int]]:
 
 
 def write(out: str, fresh: manifest_lib.Manifest, plans: Sequence[ShardPlan],
-          process: Callable[[VolumeSpec], VolumeResult], *, workers: int = 1,
+          process: Callable[[VolumeTask], VolumeResult], *, workers: int = 1,
           skip_bad: bool = False, log: Optional[TextIO] = sys.stderr) -> manifest_lib.Manifest:
   """Writes every planned shard not yet in --out and returns the final manifest.
 
@@ -335,7 +360,7 @@ def write(out: str, fresh: manifest_lib.Manifest, plans: Sequence[ShardPlan],
     out: the output directory.
     fresh: the manifest of this build, without shards (splits with their subjects).
     plans: every shard of the build (`plan_shards`).
-    process: VolumeSpec -> VolumeResult (picklable when workers > 1).
+    process: VolumeTask -> VolumeResult (picklable when workers > 1).
     workers: processes (1: in this process).
     skip_bad: leave out volumes with bad input (listed in the manifest) instead of stopping.
     log: progress stream (None: quiet).
@@ -346,9 +371,9 @@ def write(out: str, fresh: manifest_lib.Manifest, plans: Sequence[ShardPlan],
   m = prepare(out, fresh, log)
   done = {s.file for sp in m.splits.values() for s in sp.shards}
   todo = [p for p in plans if p.file not in done]
-  tasks = [v for p in todo for v in p.volumes]
+  tasks = [t for p in todo for t in p.tasks()]
   progress = Progress(len(tasks), log)
-  results = _results(tasks, process, min(workers, len(tasks)))
+  results = map_ordered(tasks, process, min(workers, len(tasks)))
   current: Optional[_ShardFile] = None
   try:
     for plan in todo:

@@ -118,6 +118,16 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.data.global_batch_size = 32    # thesis §5.3.3
   c.data.blur = False              # RDST: no blur (MIASSR blurs the LR with [.25 .5 .25])
   c.data.noise_sigma = 0.0         # additive Gaussian noise on the LR (thesis eq. 5.15); off
+  c.data.kspace_sigma = 0.0        # k-space AWGN on the LR (thesis §3.4.2, Table 3.3), in units
+                                   # of the original MR magnitudes (data/lesion.py); off
+  c.data.intensity_divisor = 0.0   # raw value that became 1.0 (0: the shards' manifest / sample)
+  c.data.roi = ml_collections.ConfigDict(dict(
+      size=(0, 0),                 # (h, w) lesion-focused ROI (thesis §3.3.1); (0, 0): patches
+      lesion_labels=(),            # label values of the lesion; (): every label > 0 (BraTS)
+      train=True,                  # train on the ROIs (LFSR, MS-GAN); False: random patches,
+                                   # ROIs only scored (Table 3.3's whole-slice baselines)
+      centres="label"))            # 'label' centroids, 'detector' (train.frozen.detector) or a
+                                   # CSV of `python -m medsr_jax.detect`
   c.data.eval_batch_size = 8       # whole slices per evaluation batch
   c.data.scales = ()               # arbitrary-scale training (MIASSR): (1.1, ..., 4.0); (): fixed
   c.data.scale_schedule = "permutation"  # one scale per batch: each run of len(scales) batches
@@ -142,6 +152,7 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.train.max_steps = -1           # stop early at this global step (-1: run every stage)
   c.train.frozen = ml_collections.ConfigDict()
   c.train.frozen.vgg = ""          # export dir of 'vgg19' (python -m medsr_jax.export --model=vgg19)
+  c.train.frozen.detector = ""     # export dir of a trained 'lesion_detector' (data.roi.centres)
   c.train.perceptual = ml_collections.ConfigDict(dict(
       after_relu=False,            # VGG features before the ReLU (reference code, spec §7.2)
       channel_reduce="mean",       # C != 3 channels: mean of per-channel losses (thesis §4.3.3)

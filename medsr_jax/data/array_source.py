@@ -25,10 +25,15 @@ class ArraySliceSource:
   count from the end, like a list; indices outside [-N, N) raise IndexError. Optional metadata
   for evaluation reports: `slice_index` ((N,) position of each slice in its volume) and
   `subject` (a subject id, or one per slice); the pipeline does not use them.
+
+  Labels (lesion-focused ROI crops, thesis §3.2.2): `labels` (N, H, W) uint8 maps on the slices'
+  grid. With `with_label=True`, `source[i]` is {'image': slice, 'label': label map} instead, the
+  item of `shards.ShardSource(..., with_label=True)`.
   """
 
   def __init__(self, images: np.ndarray, *, slice_index: Optional[np.ndarray] = None,
-               subject: Any = None):
+               subject: Any = None, labels: Optional[np.ndarray] = None,
+               with_label: bool = False):
     images = np.asarray(images)
     if images.ndim != 4:
       raise InputError(
@@ -47,11 +52,27 @@ class ArraySliceSource:
                          f"({images.shape[0]},)")
     self.slice_index = slice_index
     self.subject = subject
+    if labels is not None:
+      labels = np.asarray(labels)
+      if labels.shape != images.shape[:3] or labels.dtype != np.uint8:
+        raise InputError(f"labels must be uint8 {images.shape[:3]}, got {labels.dtype} "
+                         f"{labels.shape}")
+      labels.setflags(write=False)
+    elif with_label:
+      raise InputError("with_label=True needs the label maps (labels=...)")
+    self.labels, self.with_label = labels, bool(with_label)
+
+  def with_labels(self) -> "ArraySliceSource":
+    """The same slices as a source of {'image', 'label'} items."""
+    return ArraySliceSource(self._images, slice_index=self.slice_index, subject=self.subject,
+                            labels=self.labels, with_label=True)
 
   def __len__(self) -> int:
     return int(self._images.shape[0])
 
-  def __getitem__(self, index: int) -> np.ndarray:
+  def __getitem__(self, index: int) -> Any:
+    if self.with_label:
+      return {"image": self._images[int(index)], "label": self.labels[int(index)]}
     return self._images[int(index)]
 
   @property
@@ -65,7 +86,8 @@ class ArraySliceSource:
   # Pickle the array itself (grain sends sources to worker processes); the read-only flag is
   # restored on load.
   def __getstate__(self) -> dict[str, Any]:
-    return {"images": self._images, "slice_index": self.slice_index, "subject": self.subject}
+    return {"images": self._images, "slice_index": self.slice_index, "subject": self.subject,
+            "labels": self.labels, "with_label": self.with_label}
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     images = np.asarray(state["images"])
@@ -73,3 +95,7 @@ class ArraySliceSource:
     self._images = images
     self.slice_index = state.get("slice_index")
     self.subject = state.get("subject")
+    self.labels, self.with_label = state.get("labels"), bool(state.get("with_label", False))
+    if self.labels is not None:
+      self.labels = np.asarray(self.labels)
+      self.labels.setflags(write=False)

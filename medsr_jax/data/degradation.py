@@ -114,6 +114,20 @@ def _as_float(image) -> Tuple[np.ndarray, np.dtype, str]:
   return x.astype(np.float64), x.dtype, kind
 
 
+def resize_separable(image, out_hw: Sequence[int], matrix_fn) -> np.ndarray:
+  """Resizes an HW / HWC / NHWC float image with 1-D operators, height then width.
+
+  `matrix_fn(in_size, out_size, input_dtype)` returns the (out, in) matrix ("float64" or
+  "float32" names the input dtype). Computes in float64 and returns the input dtype.
+  """
+  x, dtype, kind = _as_float(image)
+  ah, aw = _spatial_axes(x.ndim)
+  oh, ow = (int(v) for v in out_hw)
+  x = _apply(matrix_fn(x.shape[ah], oh, kind), x, ah)
+  x = _apply(matrix_fn(x.shape[aw], ow, kind), x, aw)
+  return x.astype(dtype)
+
+
 def resize_bicubic(image, out_hw: Sequence[int]) -> np.ndarray:
   """OpenCV INTER_CUBIC resize of an HW / HWC / NHWC image to `out_hw` = (H, W).
 

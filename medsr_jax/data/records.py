@@ -20,7 +20,8 @@ The slice schema (`encode_slice` / `decode_slice`), one record per slice:
 
   image         bytes   the preprocessed slice, (H, W, C) little-endian, C order
   image/shape   int64   [H, W, C]
-  image/dtype   bytes   'float32' (min-max normalised to [0, 1] per volume, cropped)
+  image/dtype   bytes   'float32' in [0, 1], cropped: min-max normalised per volume (protocols
+                        rdst, miassr) or divided by the dataset's maximum (msgan)
   label         bytes   optional (H, W) uint8 label map on the same grid (tumour / tissue / ...)
   label/shape   int64   [H, W] (present iff label is)
   subject       bytes   subject id (e.g. 'OAS1_0001_MR1')
@@ -31,15 +32,21 @@ The slice schema (`encode_slice` / `decode_slice`), one record per slice:
   affine        float   the source volume's 4x4 voxel-to-world affine, row-major (16 values)
   orientation   bytes   axis codes of the source volume (nibabel aff2axcodes, e.g. 'RAS')
   modalities    bytes   one name per channel (e.g. 't1ce', 't1', 't2', 'flair')
-  intensity     float   per channel [min, max] of the source volume before min-max normalisation
-                        (2 * C values: min_0, max_0, min_1, max_1, ...)
+  intensity     float   per channel the raw [lo, hi] that became [0, 1], so raw = lo + image *
+                        (hi - lo) (2 * C values: lo_0, hi_0, lo_1, hi_1, ...): the volume's
+                        [min, max] (min-max protocols) or [0, dataset divisor] (msgan)
   source_shape  int64   [H0, W0] of the slice before the crop
   crop_offset   int64   [row, col] of the crop's top-left corner in that slice (negative where
                         the slice was padded), so a record maps back onto the source grid
   dataset       bytes   'oasis' | 'brats' | 'acdc' | 'covid_ct' | 'folder'
+  lesion_centre bytes   optional: 16 bytes, the (row, col) lesion centre as two little-endian
+                        float64: the mean position of the label pixels > 0 (all labels fused), in
+                        pixels of the stored slice. Written by protocol msgan; absent when the
+                        record has no label or no lesion pixel, and in records of the other
+                        protocols or of older builds (decoded as None)
 
 Readable by TensorFlow with `tf.io.parse_single_example` and the feature spec in
-`TF_FEATURE_SPEC_DOC`. Run `python -m pytest tests/test_records.py`.
+`TF_FEATURE_SPEC_DOC`. Run `python -m pytest tests/test_records.py tests/test_data_prep_msgan.py`.
 """
 
 from __future__ import annotations
@@ -69,7 +76,9 @@ TF_FEATURE_SPEC_DOC = """
    'intensity': tf.io.VarLenFeature(tf.float32),
    'source_shape': tf.io.FixedLenFeature([2], tf.int64),
    'crop_offset': tf.io.FixedLenFeature([2], tf.int64),
-   'dataset': tf.io.FixedLenFeature([], tf.string)}
+   'dataset': tf.io.FixedLenFeature([], tf.string),
+   'lesion_centre': tf.io.FixedLenFeature([], tf.string, default_value=b'')}
+  # lesion_centre: b'' when absent, else tf.io.decode_raw(v, tf.float64) -> [row, col]
 """
 
 
@@ -264,6 +273,7 @@ class SliceRecord:
   volume: str = ''                       # '' = the subject id
   source_shape: Optional[Sequence[int]] = None  # None = the image's own (H, W): no crop
   crop_offset: Sequence[int] = (0, 0)
+  lesion_centre: Optional[tuple[float, float]] = None  # (row, col) px; None = not recorded
 
 
 def _intensity(value: Any, channels: int) -> np.ndarray:
@@ -307,6 +317,12 @@ def encode_slice(rec: SliceRecord) -> bytes:
       raise ValueError(f'label must be uint8 {image.shape[:2]}, got {label.dtype} {label.shape}')
     features['label'] = [np.ascontiguousarray(label).tobytes()]
     features['label/shape'] = np.asarray(label.shape, np.int64)
+  if rec.lesion_centre is not None:
+    centre = np.asarray(rec.lesion_centre, np.float64)
+    if centre.shape != (2,) or not np.all(np.isfinite(centre)):
+      raise ValueError(f'lesion_centre must be two finite numbers (row, col), got '
+                       f'{rec.lesion_centre!r}')
+    features['lesion_centre'] = [centre.astype('<f8').tobytes()]
   return encode_example(features)
 
 
@@ -341,6 +357,15 @@ def decode_slice(data: bytes) -> SliceRecord:
     if lshape != shape[:2] or len(lraw) != lshape[0] * lshape[1]:
       raise RecordFormatError('slice record: label does not match the image grid')
     label = np.frombuffer(lraw, np.uint8).reshape(lshape).copy()
+  centre = None
+  if 'lesion_centre' in f:
+    craw = _one_bytes(f, 'lesion_centre')
+    if craw:  # b'' (what a TF default would write) means absent
+      if len(craw) != 16:
+        raise RecordFormatError(f'slice record: lesion_centre has {len(craw)} bytes, expected '
+                                '16 (two float64)')
+      row, col = np.frombuffer(craw, '<f8').tolist()
+      centre = (float(row), float(col))
   modalities = f.get('modalities', [])
   return SliceRecord(
       image=image, label=label,
@@ -354,4 +379,5 @@ def decode_slice(data: bytes) -> SliceRecord:
       dataset=_one_bytes(f, 'dataset').decode('utf-8'),
       volume=_one_bytes(f, 'volume').decode('utf-8'),
       source_shape=tuple(int(v) for v in _numbers(f, 'source_shape', 2)),
-      crop_offset=tuple(int(v) for v in _numbers(f, 'crop_offset', 2)))
+      crop_offset=tuple(int(v) for v in _numbers(f, 'crop_offset', 2)),
+      lesion_centre=centre)

@@ -148,6 +148,17 @@ def _load_cached(crop_hw: tuple[int, int]) -> tuple[SliceSet, ...]:
   return tuple(out)
 
 
+@functools.lru_cache(maxsize=1)
+def raw_intensity_range() -> tuple[float, float]:
+  """(min, max) of the stored T1 values over the kept slices: the min-max normalisation maps
+  them to 0 and 1, so `max - min` is the raw magnitude of 1.0 (k-space noise in original units,
+  `medsr_jax.data.lesion`)."""
+  t1 = volumes.axial_slices(np.asanyarray(_read(T1_FILE).dataobj))
+  labels = volumes.axial_slices(np.asanyarray(_read(TISSUE_FILE).dataobj).astype(np.uint8))
+  kept = t1[(labels > 0).mean(axis=(1, 2)) >= MIN_BRAIN_FRACTION]
+  return float(kept.min()), float(kept.max())
+
+
 def load_sample(crop_hw: Sequence[int] = (160, 128)) -> dict[str, SliceSet]:
   """Loads the embedded Colin27 sample as {'train', 'val', 'test'} -> `SliceSet`.
 

@@ -210,11 +210,13 @@ class ShardSource:
 
 
 def load_split(directory: str | os.PathLike, split: str, *,
-               modalities: Optional[Sequence[str]] = None) -> ArraySliceSource:
+               modalities: Optional[Sequence[str]] = None,
+               with_label: bool = False) -> ArraySliceSource:
   """A whole split in memory (slices, slice indices, subjects), e.g. for whole-slice evaluation.
 
   All slices must have the same size (InputError otherwise, e.g. ACDC centre crops of small
-  frames; evaluate those per size).
+  frames; evaluate those per size). `with_label`: the label maps too (every record must have
+  one), and items are {'image', 'label'}.
   """
   src = ShardSource(directory, split, modalities=modalities)
   recs = [src.record(i) for i in range(len(src))]
@@ -223,5 +225,14 @@ def load_split(directory: str | os.PathLike, split: str, *,
     raise InputError(f'{src.directory}: split {split!r} has slices of {len(shapes)} sizes '
                      f'{sorted(shapes)[:4]}; whole-slice evaluation needs one size')
   images = np.stack([src.image_of(r) for r in recs])
+  labels = None
+  if with_label:
+    missing = [i for i, r in enumerate(recs) if r.label is None]
+    if missing:
+      path, offset = src.locate(missing[0])
+      raise InputError(f'{path} at byte offset {offset}: record has no label (ROI crops need '
+                       'one)')
+    labels = np.stack([r.label for r in recs])
   return ArraySliceSource(images, slice_index=np.array([r.slice_index for r in recs]),
-                                  subject=[r.subject for r in recs])
+                          subject=[r.subject for r in recs], labels=labels,
+                          with_label=with_label)

@@ -33,7 +33,7 @@ __all__ = ["SPLITS", "ArraySliceSource", "source_from_config"]
 SPLITS = ("train", "val", "test")
 
 
-def source_from_config(data_config: Any, split: str) -> Any:
+def source_from_config(data_config: Any, split: str, *, with_label: bool = False) -> Any:
   """The random-access source of `split` ('train', 'val' or 'test') named by `data_config`.
 
   Fields read: `path` (a shard directory: selects the shards whatever `source` says), `source`
@@ -41,6 +41,8 @@ def source_from_config(data_config: Any, split: str) -> Any:
   size data_prep wrote) and `modalities` (channels to pick from the shards, all when empty).
   From shards, 'train' is a lazy `shards.ShardSource` and 'val' / 'test' are read into memory
   (`shards.load_split`, with slice indices and subjects for the reports).
+  `with_label`: items are {'image', 'label'} (lesion-focused ROI crops, the lesion detector);
+  the embedded sample's labels are its tissue classes.
   """
   if split not in SPLITS:
     raise InputError(f"unknown data split {split!r}; expected one of {SPLITS}")
@@ -48,8 +50,8 @@ def source_from_config(data_config: Any, split: str) -> Any:
   if path:
     modalities = tuple(data_config.get("modalities", ()) or ())
     if split == "train":
-      return shards.ShardSource(path, split, modalities=modalities)
-    return shards.load_split(path, split, modalities=modalities)
+      return shards.ShardSource(path, split, modalities=modalities, with_label=with_label)
+    return shards.load_split(path, split, modalities=modalities, with_label=with_label)
   kind = data_config.source
   if kind != "sample":
     raise InputError(f"data source {kind!r} needs --config.data.path=SHARD_DIR (a data_prep "
@@ -60,4 +62,5 @@ def source_from_config(data_config: Any, split: str) -> Any:
   sets = sample.load_sample(crop_hw=crop_hw)
   chosen = sets[split]
   return ArraySliceSource(chosen.images, slice_index=getattr(chosen, "slice_index", None),
-                          subject=getattr(chosen, "subject", None))
+                          subject=getattr(chosen, "subject", None), labels=chosen.labels,
+                          with_label=with_label)

@@ -284,23 +284,28 @@ class MsganTriple:
   The element is an (H, W, C) image or a dict with 'image', 'label' (lesion map) and optional
   'centre' (row, column), e.g. from a shard source with labels. Output sizes for an ROI of
   h x w at scale s: hr (h, w), hr2 (int(h / 2), int(w / 2)), lr (int(h / s), int(w / s)).
-  `rng` is only drawn from by the LR noise.
+  `intermediate=False` leaves out hr2 (lesion-focused training of single-output generators,
+  LFSR, at any scale). `rng` is only drawn from by the LR noise.
   """
 
   roi_hw: tuple[int, int] = ROI_SIZES['brats']
   scale: float = 4.0
   lr: LrSynthesis = LrSynthesis()
+  intermediate: bool = True
 
   def __post_init__(self):
     object.__setattr__(self, 'roi_hw', _hw(self.roi_hw, 'ROI size'))
-    if not self.scale > 2:
+    if self.intermediate and not self.scale > 2:
       raise InputError(f'MS-GAN needs a scale above the intermediate x2, got {self.scale!r}')
+    if not self.scale > 0:
+      raise InputError(f'scale must be > 0, got {self.scale!r}')
 
   def __call__(self, element: Any, rng: Optional[np.random.Generator] = None
                ) -> dict[str, np.ndarray]:
     image, label, centre = _image_label(element)
     hr, _ = roi_crop(np.asarray(image, np.float32), label, self.roi_hw, centre)
     h, w = self.roi_hw
-    hr2 = degradation.resize_bicubic(hr, (int(h / 2), int(w / 2))).astype(np.float32)
-    lr = self.lr(hr, (int(h / self.scale), int(w / self.scale)), rng)
-    return {'lr': lr, 'hr2': hr2, 'hr': hr}
+    out = {'lr': self.lr(hr, (int(h / self.scale), int(w / self.scale)), rng), 'hr': hr}
+    if self.intermediate:
+      out['hr2'] = degradation.resize_bicubic(hr, (int(h / 2), int(w / 2))).astype(np.float32)
+    return out

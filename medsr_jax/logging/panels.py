@@ -9,6 +9,10 @@ display range of Fig. 3.8 (differences of images in [-1, 1] shown over [-0.2, 0.
 [0, 1] scale used here is white). The result is a uint8 array for `save_png` or
 `TensorBoardWriter.write_images`.
 
+`roi_panel` is the zoomed comparison of Fig. 3.17: the whole HR slice with the ROI outlined, then
+the ROI of the ground truth and of each method, captioned with its PSNR / SSIM (Pillow's default
+font, in a strip under the tiles).
+
 Usage:
   panel = comparison_panel({"LR": lr, "bicubic": bic, "SR": sr, "HR": hr})
   save_png(workdir / "samples" / "step_001000.png", panel)
@@ -23,6 +27,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
+
+from medsr_jax.errors import InputError
 
 SEPARATOR_VALUE = 255  # white bars between tiles
 
@@ -146,3 +152,116 @@ def stack_rows(panels: Sequence[np.ndarray], separator: int = 2) -> np.ndarray:
   if len(widths) != 1:
     raise ValueError(f"panels must have the same width, got {sorted(widths)}")
   return np.swapaxes(_hstack([np.swapaxes(to_uint8(p), 0, 1) for p in panels], separator), 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# ROI comparison panel (dissertation Fig. 3.17).
+
+ROI_OUTLINE_VALUE = 255  # the ROI rectangle on the whole slice: 1-px, white
+
+
+def _as_unit_2d(name: str, image: np.ndarray) -> np.ndarray:
+  """`_as_2d`, with uint8 input taken as 0..255."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
+  return _as_2d(name, image)
+
+
+def _roi_box(roi_box, height: int, width: int) -> tuple[int, int, int, int]:
+  try:
+    top, left, h, w = (int(v) for v in roi_box)
+  except (TypeError, ValueError):
+    raise InputError(f"roi_box must be (top, left, height, width), got {roi_box!r}") from None
+  if h < 1 or w < 1 or top < 0 or left < 0 or top + h > height or left + w > width:
+    raise InputError(f"roi_box {(top, left, h, w)} does not fit in a {height}x{width} slice")
+  return top, left, h, w
+
+
+def crop_roi(image: np.ndarray, roi_box) -> np.ndarray:
+  """image[top:top + height, left:left + width] for roi_box = (top, left, height, width)."""
+  image = np.asarray(image)
+  top, left, h, w = _roi_box(roi_box, image.shape[0], image.shape[1])
+  return image[top:top + h, left:left + w]
+
+
+def draw_rectangle(image: np.ndarray, roi_box, value: int = ROI_OUTLINE_VALUE) -> np.ndarray:
+  """A uint8 copy of a 2-D image with the 1-px outline of roi_box set to `value`.
+
+  The outline is the ROI's own outermost rows and columns (rows top and top + height - 1,
+  columns left and left + width - 1), so it never leaves the slice.
+  """
+  out = to_uint8(image).copy()
+  top, left, h, w = _roi_box(roi_box, out.shape[0], out.shape[1])
+  out[top, left:left + w] = value
+  out[top + h - 1, left:left + w] = value
+  out[top:top + h, left] = value
+  out[top:top + h, left + w - 1] = value
+  return out
+
+
+def _caption_strip(lines: Sequence[Sequence[str]], widths: Sequence[int], separator: int
+                   ) -> np.ndarray:
+  """White-on-black text under each tile (Pillow's default font), clipped to the tile width."""
+  from PIL import ImageDraw, ImageFont  # pylint: disable=import-outside-toplevel
+  font = ImageFont.load_default()
+  line_h = font.getbbox("Ag")[3] + 2
+  height = max(len(t) for t in lines) * line_h + 4
+  strips = []
+  for text, width in zip(lines, widths):
+    strip = Image.new("L", (int(width), height), 0)
+    draw = ImageDraw.Draw(strip)
+    for i, line in enumerate(text):
+      draw.text((2, 2 + i * line_h), line, fill=255, font=font)
+    strips.append(np.asarray(strip, np.uint8))
+  return _hstack(strips, separator)
+
+
+def roi_panel(slice_image: np.ndarray, roi_box, rois: Mapping[str, np.ndarray],
+              scores: Mapping[str, tuple[float, float]] | None = None, *,
+              slice_label: str = "slice", captions: bool = True,
+              separator: int = 2) -> np.ndarray:
+  """The whole slice with the ROI outlined, then each method's ROI crop (dissertation Fig. 3.17).
+
+  Args:
+    slice_image: (H, W) or (H, W, 1) HR slice in [0, 1] (clipped), or uint8.
+    roi_box: (top, left, height, width) of the ROI in slice pixels; drawn as a 1-px outline of
+      value ROI_OUTLINE_VALUE (see `draw_rectangle`).
+    rois: ordered mapping name -> (h, w) or (h, w, 1) ROI image of each method, ground truth
+      included (use `crop_roi` to cut them). Every tile is nearest-neighbour scaled to the slice
+      height H, its width to round(w * H / h), so the ROI is shown zoomed.
+    scores: optional name -> (PSNR, SSIM); a tile whose name is here gets them in its caption.
+    slice_label: caption of the whole-slice tile.
+    captions: when True, a black strip under the tiles holds white text (Pillow's default
+      font): the name, then "PSNR xx.xx" and "SSIM 0.xxxx" where `scores` has the name. Text
+      wider than its tile is cut off.
+    separator: width of the white bars between tiles.
+
+  Returns:
+    uint8 array (H + caption height, W + sum of tile widths + len(rois) * separator); without
+    captions the height is H.
+  """
+  if not rois:
+    raise InputError("roi_panel needs at least one ROI image")
+  base = _as_unit_2d(slice_label, slice_image)
+  height = base.shape[0]
+  tiles = [draw_rectangle(base, roi_box)]
+  for name, roi in rois.items():
+    roi = _as_unit_2d(name, roi)
+    width = max(1, int(round(roi.shape[1] * height / roi.shape[0])))
+    if roi.shape != (height, width):
+      roi = resize_nearest(roi, height, width)
+    tiles.append(to_uint8(roi))
+  panel = _hstack(tiles, separator)
+  if not captions:
+    return panel
+  scores = scores or {}
+  text = [[slice_label]]
+  for name in rois:
+    lines = [str(name)]
+    if name in scores:
+      psnr, ssim = scores[name]
+      lines += [f"PSNR {float(psnr):.2f}", f"SSIM {float(ssim):.4f}"]
+    text.append(lines)
+  strip = _caption_strip(text, [t.shape[1] for t in tiles], separator)
+  return np.concatenate([panel, strip], axis=0)

@@ -92,14 +92,16 @@ def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: f
 
 
 def make_gan_step(g_model, d_model, g_loss, g_tx, d_tx, *, kind: str, gp_weight: float,
-                  loss_threshold: float, ema_decay: float, update_generator: bool, name: str):
+                  loss_threshold: float, ema_decay: float, update_generator: bool, name: str,
+                  all_outputs: bool = False):
   """`step(state, batch, frozen) -> (state, metrics)`: D update, then (optionally) G update.
 
   `g_loss(sr, batch, frozen, critic)` is the generator's `objectives.output_loss`. The generator
   runs forward once per iteration: its output feeds the D update (without gradient) and, through
-  the saved `jax.vjp`, the G update against the freshly updated D.
+  the saved `jax.vjp`, the G update against the freshly updated D. With `all_outputs` `g_loss`
+  gets every output of a multi-scale generator (MS-GAN's (x2, x4)); D sees the final image only.
   """
-  g_forward = step_lib.model_forward(g_model)
+  g_forward = step_lib.model_forward(g_model, all_outputs=all_outputs)
   d_update = make_d_update(d_model, kind, d_tx, gp_weight=gp_weight,
                            loss_threshold=loss_threshold)
   critic = discriminator_forward(d_model)
@@ -112,12 +114,15 @@ def make_gan_step(g_model, d_model, g_loss, g_tx, d_tx, *, kind: str, gp_weight:
     def generate(params):
       return g_forward(params, g["model_state"], batch["lr"], g_rng)
 
+    def final(outputs):
+      return outputs[-1] if all_outputs and isinstance(outputs, (tuple, list)) else outputs
+
     if not update_generator:
       fake, _ = generate(g["params"])
-      d, metrics = d_update(d, batch["hr"], fake, d_rng)
+      d, metrics = d_update(d, batch["hr"], final(fake), d_rng)
     else:
       fake, pullback, model_state = jax.vjp(generate, g["params"], has_aux=True)
-      d, metrics = d_update(d, batch["hr"], fake, d_rng)
+      d, metrics = d_update(d, batch["hr"], final(fake), d_rng)
 
       def d_fresh(x):
         return critic(d["params"], d["model_state"], x)[0]
@@ -147,6 +152,10 @@ class GANTrainer(sr.SRTrainer):
     self.d_model = sr.build_model(config.gan.discriminator)
     super().__init__(config, workdir)
 
+  def _check_intermediate(self) -> None:  # runs in SRTrainer.__init__ once the ROI is known
+    super()._check_intermediate()
+    self._check_discriminator_size()
+
   def check_config(self) -> None:
     super().check_config()
     gan = self.config.gan
@@ -163,11 +172,14 @@ class GANTrainer(sr.SRTrainer):
                for s in self.config.train.stages):
       raise InputError("trainer 'gan' has no stage with an 'adv' loss term: add one "
                        "(losses={..., 'adv': 1e-3}) or use trainer 'sr'")
-    hr_patch = int(self.config.data.lr_patch * self.config.model.scale)
-    d_size = self.config.gan.discriminator.kwargs.get("input_size", hr_patch)
-    if d_size != hr_patch:
-      raise InputError(f"the discriminator's input_size is {d_size} but HR patches are "
-                       f"{hr_patch}: set --config.gan.discriminator.kwargs.input_size={hr_patch}")
+
+  def _check_discriminator_size(self) -> None:
+    h, w = self.hr_train_hw()
+    d_size = self.config.gan.discriminator.kwargs.get("input_size", h)
+    if d_size != h or h != w:
+      raise InputError(f"the discriminator takes {d_size}x{d_size} inputs but the HR training "
+                       f"images are {h}x{w}: set --config.gan.discriminator.kwargs.input_size={h}"
+                       + ("" if h == w else " and use a square ROI"))
 
   # ----- players ----------------------------------------------------------------------------
   def optimizer(self, player: str, stage_idx: int):
@@ -186,8 +198,7 @@ class GANTrainer(sr.SRTrainer):
   def init_players(self, rng, start):
     g_rng, d_rng = jax.random.split(rng)
     players = super().init_players(g_rng, start)
-    hr = int(self.config.data.lr_patch * self.config.model.scale)
-    dummy = jnp.zeros((1, hr, hr, self.config.model.in_channels), jnp.float32)
+    dummy = jnp.zeros((1, *self.hr_train_hw(), self.config.model.in_channels), jnp.float32)
     params, model_state = step_lib.split_variables(self.d_model.init(d_rng, dummy))
     players[D] = state_lib.init_player(params, self.optimizer(D, 0), ema=False,
                                        model_state=model_state)
@@ -207,16 +218,17 @@ class GANTrainer(sr.SRTrainer):
     if key not in self._steps:
       gan, train = self.config.gan, self.config.train
       kind = gan.kind
+      terms = objectives.stage_terms(self.stages[stage_idx])
       raw = make_gan_step(
           self.model, self.d_model,
           objectives.output_loss(
-              objectives.stage_terms(self.stages[stage_idx]),
-              self.config.train.get("perceptual", {}),
+              terms, self.config.train.get("perceptual", {}),
               adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f)),
           self.optimizer(G, stage_idx), self.optimizer(D, stage_idx), kind=kind,
           gp_weight=float(gan.gp_weight), loss_threshold=train.loss_threshold,
           ema_decay=train.ema_decay, update_generator=update_generator,
-          name=f"stage{stage_idx}_{'dg' if update_generator else 'd'}")
+          name=f"stage{stage_idx}_{'dg' if update_generator else 'd'}",
+          all_outputs=objectives.INTERMEDIATE_TERM in terms)
       self._steps[key] = self.jit(raw)
     return self._steps[key]
 
@@ -239,14 +251,19 @@ class GANTrainer(sr.SRTrainer):
             f"{gan.kind}, n_critic {gan.n_critic}")
 
   # ----- evaluation and export --------------------------------------------------------------
-  def extra_scores(self, scores: dict, lr, hr) -> dict:
-    """Adds the warm-up generator (exported when the first adversarial stage began)."""
+  def extra_generators(self) -> dict:
+    """The warm-up generator (exported when the first adversarial stage began), if any."""
     warmup = self.workdir / WARMUP_EXPORT
+    if not (warmup / export.CONFIG_FILE).is_file():
+      return {}
+    _, variables, _ = export.load_export(str(warmup))
+    return {f"{self.config.model.name} (warm-up)": variables}
+
+  def extra_scores(self, scores: dict, lr, hr) -> dict:
+    """Adds the warm-up generator's row between bicubic and the model."""
     rows = {"bicubic": scores["bicubic"]}
-    if (warmup / export.CONFIG_FILE).is_file():
-      _, variables, _ = export.load_export(str(warmup))
-      rows[f"{self.config.model.name} (warm-up)"] = evaluate.score_slices(
-          hr, self.predict(variables, lr), self.scale)
+    for label, variables in self.extra_generators().items():
+      rows[label] = evaluate.score_slices(hr, self.predict(variables, lr), self.scale)
     rows["model"] = scores["model"]
     return rows
 

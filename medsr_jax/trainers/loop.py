@@ -17,6 +17,7 @@ the trainer (`trainers/sr.py`, `trainers/gan.py`), which provides:
                                global `step` of stage i (a GAN picks D-only or D+G here)
   progress_fields(metrics)     the numbers of the progress line
   validate() -> dict           validation metrics (logged, and `best_metric` ranks checkpoints)
+  validation_line(val) -> str  how the progress output shows them
   final_evaluation(writer, step) -> summary;  export(directory, step)
 
 Per step the host only fetches the next batch and dispatches the jitted step; metrics stay on
@@ -95,8 +96,7 @@ def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> di
     if step % config.train.eval_every == 0 or step == trainer.total_steps:
       val = trainer.validate()
       writer.write_scalars(step, val)
-      print(f"step {step}: validation PSNR {val['val_psnr']:.2f} dB, "
-            f"SSIM {val['val_ssim']:.4f}", flush=True)
+      print(f"step {step}: {trainer.validation_line(val)}", flush=True)
     if step % config.train.checkpoint_every == 0 or step == trainer.total_steps:
       # Only checkpoints validated at their own step compete for "best".
       ckpt.save(step, trainer.state, trainer.train_iter, _meta(config, step, val), val)

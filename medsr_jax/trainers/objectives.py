@@ -4,6 +4,10 @@ A stage names its terms and weights (`config_lib.stage(..., losses={'mse': 1, 'v
 'adv': 0.001})`; the older `loss='l1'` is the shorthand for `{'l1': 1.0}`):
 
   'l1', 'mse' ('l2')   pixel losses against the HR patch (losses/pixel.py, spec §7.1)
+  'mse_x2'             MSE of a multi-scale generator's intermediate x2 image against the HR
+                       downsampled x2 (batch 'hr2'; thesis eq. 3.21, alpha); every other term
+                       reaches only the final image, so the adversarial and VGG terms act on
+                       the x4 output alone, as the thesis prescribes (§3.2.4)
   'vgg22', 'vgg54'     VGG-19 feature MSE (losses/perceptual.py, spec §7.2); needs the frozen
                        'vgg' network (`--config.train.frozen.vgg=EXPORT_DIR`) and takes
                        `config.train.perceptual` (after_relu, channel_reduce, normalize)
@@ -28,6 +32,7 @@ from medsr_jax.losses import perceptual, pixel
 from medsr_jax.trainers import step as step_lib
 
 PIXEL_TERMS = ("l1", "mse", "l2")
+INTERMEDIATE_TERM = "mse_x2"  # multi-scale generators only (ms_srresnet, ms_gan)
 PERCEPTUAL_TERMS = ("vgg22", "vgg54")
 ADVERSARIAL_TERM = "adv"
 VGG = "vgg"  # key of the VGG-19 variables in the step's `frozen` argument
@@ -55,6 +60,11 @@ def check_terms(stages, allowed: tuple[str, ...], trainer: str) -> None:
                        f"does not compute; known: {sorted(allowed)}")
 
 
+def needs_intermediate(stages) -> bool:
+  """True when a stage trains the intermediate x2 output (the batch then carries 'hr2')."""
+  return any(INTERMEDIATE_TERM in stage_terms(s) for s in stages)
+
+
 def needs_vgg(stages) -> bool:
   return any(set(stage_terms(s)) & set(PERCEPTUAL_TERMS) for s in stages)
 
@@ -64,14 +74,21 @@ def output_loss(terms: dict[str, float], perceptual_options: Optional[dict] = No
   """`loss(sr, batch, frozen, critic=None) -> (total, aux)`: the weighted terms of a generator
   output `sr`. `aux` holds every unweighted term (`loss_<term>`). 'adv' needs `critic` and
   `adversarial_loss(d_real, d_fake)`; the real branch is D(HR) under `stop_gradient`.
+  `sr` is one image, or a multi-scale generator's tuple (x2, ..., final): 'mse_x2' compares its
+  first image with batch['hr2'], every other term sees only the final image.
   """
   perceptual_options = dict(perceptual_options or {})
 
-  def loss(sr, batch, frozen=None, critic: Optional[Critic] = None):
+  def loss(outputs, batch, frozen=None, critic: Optional[Critic] = None):
     hr = batch["hr"]
+    sr = outputs[-1] if isinstance(outputs, (tuple, list)) else outputs
     values = {}
     for term in terms:
-      if term in PIXEL_TERMS:
+      if term == INTERMEDIATE_TERM:
+        if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
+          raise ValueError("the 'mse_x2' term needs a multi-scale generator's outputs")
+        values[term] = pixel.mse(outputs[0], batch["hr2"])
+      elif term in PIXEL_TERMS:
         values[term] = pixel.get(term)(sr, hr)
       elif term in PERCEPTUAL_TERMS:
         values[term] = perceptual.vgg_loss((frozen or {})[VGG], sr, hr, layer=term,
@@ -93,7 +110,7 @@ def generator_objective(model, terms: dict[str, float], perceptual_options: Opti
                         adversarial_loss: Optional[AdversarialLoss] = None):
   """`objective(params, model_state, batch, rng, frozen, critic=None) -> (loss, (aux, state))`:
   the model's training forward pass followed by `output_loss`."""
-  forward = step_lib.model_forward(model)
+  forward = step_lib.model_forward(model, all_outputs=INTERMEDIATE_TERM in terms)
   loss = output_loss(terms, perceptual_options, adversarial_loss)
 
   def objective(params, model_state, batch, rng, frozen=None, critic: Optional[Critic] = None):

@@ -8,6 +8,12 @@ then evaluates bicubic and the model on the test slices and exports the paramete
 `workdir/export/`. The loop itself (resume, logging, checkpoints) is `trainers/loop.py`; the GAN
 trainer (`trainers/gan.py`) extends this class with a discriminator player.
 
+Lesion-focused runs (thesis ch. 3: `config.data.roi.size` set, `data/lesion.py`) train on whole
+ROIs around each slice's lesion centre (LFSR, MS-GAN; the multi-scale generators' 'mse_x2' term
+gets the HR downsampled x2 in the batch), validate PSNR/SSIM on the validation ROIs, and end
+with the chapter's evaluation (`trainers/lesion_report.py`: ROI and whole-slice tables with the
+interpolation baselines, box plots, ROI panels, the MOS predictions file).
+
 `config.init_from` (a run directory or an export directory) starts the generator from another
 run's exported weights instead of a random init, so ablation grids branch from one shared
 warm-up (thesis Tables 4.5/4.6, 5.6/5.9). With `config.init_from_players='all'` (a run
@@ -25,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax import config_lib, evaluate, export, models, sharding
-from medsr_jax.data import pipeline, sources
+from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
 from medsr_jax.metrics import image_quality
 from medsr_jax.trainers import objectives
@@ -42,7 +48,8 @@ def build_model(model_config):
 
 def _check_channels(source, in_channels: int) -> None:
   """InputError unless the data's channel count is the model's `in_channels`."""
-  channels = int(np.shape(source[0])[-1])
+  item = source[0]
+  channels = int(np.shape(item["image"] if isinstance(item, dict) else item)[-1])
   if channels != in_channels:
     raise InputError(f"the training slices have {channels} channel(s) but model.in_channels is "
                      f"{in_channels}: set --config.model.in_channels={channels} or pick channels "
@@ -66,19 +73,25 @@ class SRTrainer:
 
   name = "sr"
   best_metric, best_mode = "val_psnr", "max"
-  loss_terms = objectives.PIXEL_TERMS + objectives.PERCEPTUAL_TERMS
+  loss_terms = (objectives.PIXEL_TERMS + (objectives.INTERMEDIATE_TERM,)
+                + objectives.PERCEPTUAL_TERMS)
 
   def __init__(self, config, workdir: pathlib.Path):
     self.config, self.workdir = config, workdir
     self.check_config()
+    self.roi = lesion.settings_from_config(config) if lesion.roi_enabled(config.data) else None
     self.mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axis_names)
     self.model = build_model(config.model)
     self.notes: list[str] = []  # printed now, and appended to results.md at the end
     self.stages = self._stages_for_run()
+    self._check_intermediate()
     self.total_steps = config_lib.total_steps(config)
     self.scale = float(config.model.scale)
     self.train_iter = self._make_train_iterator()
-    self.val_lr, self.val_hr, _ = self.eval_pairs("val")
+    if self.roi is not None:
+      self.val_set = lesion.eval_set(self.roi_source("val"), self.roi)
+    else:
+      self.val_lr, self.val_hr, _ = self.eval_pairs("val")
     self.predict = evaluate.Predictor(self.model, config.data.eval_batch_size)
     self.frozen = self._load_frozen()
     self.state = self._init_state()
@@ -96,6 +109,17 @@ class SRTrainer:
     if self.name == "sr" and "gan" in self.config:
       raise InputError("the config has a 'gan' section but trainer 'sr' trains no "
                        "discriminator: set --config.trainer=gan")
+
+  def _check_intermediate(self) -> None:
+    """The 'mse_x2' term needs a multi-scale generator and ROI batches (which carry 'hr2')."""
+    if not objectives.needs_intermediate(self.stages):
+      return
+    if models.registry.convention_of(self.model).output != "tuple":
+      raise InputError(f"loss term 'mse_x2' needs a multi-scale generator (ms_gan, ms_srresnet); "
+                       f"{self.config.model.name!r} has one output")
+    if self.roi is None or not self.roi.train_on_roi:
+      raise InputError("loss term 'mse_x2' trains on lesion ROIs (thesis §3.3.1): set "
+                       "--config.data.roi.size='(h, w)'")
 
   def _stages_for_run(self) -> list:
     """The config's stages; a demo without a VGG export runs with the VGG weights set to 0."""
@@ -115,15 +139,63 @@ class SRTrainer:
     return stages
 
   # ----- data -------------------------------------------------------------------------------
+  def roi_source(self, split: str) -> lesion.CentredSource:
+    """The labelled slices of `split` with their ROI centres (`config.data.roi.centres`)."""
+    source = sources.source_from_config(self.config.data, split, with_label=True)
+    centres = None
+    mode = self.roi.centres
+    if mode not in lesion.CENTRE_MODES:  # a file of `python -m medsr_jax.detect`
+      from medsr_jax.data import centres as centres_lib  # pylint: disable=import-outside-toplevel
+      hw = self._slice_hw(source)
+      centres = centres_lib.read_centres(mode, split, hw, len(source))
+    elif mode == "detector":
+      from medsr_jax import detect  # pylint: disable=import-outside-toplevel
+      centres = detect.centres_for_source(self.config.train.frozen.detector, source, self.scale)
+    return lesion.CentredSource(source, self.roi.lesion_labels, centres)
+
+  @staticmethod
+  def _slice_hw(source) -> tuple[int, int]:
+    shape = getattr(source, "slice_shape", None)
+    if shape is None:
+      raise InputError("ROI centres from a file need slices of one size")
+    return int(shape[0]), int(shape[1])
+
+  def lr_train_hw(self) -> tuple[int, int]:
+    """(h, w) of the LR training inputs: the patch, or the LR ROI."""
+    if self.roi is not None and self.roi.train_on_roi:
+      return self.roi.lr_size()
+    return int(self.config.data.lr_patch), int(self.config.data.lr_patch)
+
+  def hr_train_hw(self) -> tuple[int, int]:
+    """(h, w) of the HR training targets: the patch, or the ROI."""
+    if self.roi is not None and self.roi.train_on_roi:
+      return self.roi.size
+    p = pipeline.hr_patch_size(self.config.data.lr_patch, self.config.model.scale)
+    return p, p
+
+  def batch_keys(self) -> tuple[str, ...]:
+    return ("lr", "hr2", "hr") if objectives.needs_intermediate(self.stages) else ("lr", "hr")
+
   def _make_train_iterator(self):
     c = self.config.data
+    if self.roi is not None and self.roi.train_on_roi:
+      source = self.roi_source("train")
+      _check_channels(source, self.config.model.in_channels)
+      dataset = lesion.train_dataset(
+          source, self.roi, with_hr2=objectives.needs_intermediate(self.stages),
+          global_batch_size=c.global_batch_size, seed=self.config.seed,
+          process_index=jax.process_index(), process_count=jax.process_count())
+      return pipeline.train_iterator(dataset, num_threads=c.num_threads,
+                                     prefetch_buffer_size=c.prefetch_buffer_size,
+                                     num_workers=c.num_workers)
     source = sources.source_from_config(c, "train")
     _check_channels(source, self.config.model.in_channels)
     dataset = pipeline.make_train_dataset(
         source, global_batch_size=c.global_batch_size,
         lr_patch=c.lr_patch, scale=self.scale, seed=self.config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        blur=c.blur, noise_sigma=c.noise_sigma)
+        blur=c.blur, noise_sigma=c.noise_sigma,
+        kspace_sigma=self.roi.kspace_sigma if self.roi is not None else 0.0)
     return pipeline.train_iterator(dataset, num_threads=c.num_threads,
                                    prefetch_buffer_size=c.prefetch_buffer_size,
                                    num_workers=c.num_workers)
@@ -149,8 +221,7 @@ class SRTrainer:
     """The players at step 0 (traced inside `jax.jit`); subclasses add theirs. `start`: the
     generator's variables from `config.init_from`, or None for a random init."""
     c = self.config
-    lp = c.data.lr_patch
-    dummy = jnp.zeros((1, lp, lp, c.model.in_channels), jnp.float32)
+    dummy = jnp.zeros((1, *self.lr_train_hw(), c.model.in_channels), jnp.float32)
     variables = self.model.init(rng, dummy) if start is None else start
     params, model_state = step_lib.split_variables(variables)
     return {G: state_lib.init_player(params, self.optimizer(G, 0), ema=c.train.ema_decay > 0,
@@ -215,7 +286,8 @@ class SRTrainer:
     """`raw_step(state, batch, frozen)` jitted with this run's shardings, state donated."""
     batch_sh = sharding.batch_sharding(self.mesh)
     frozen_sh = jax.tree.map(lambda _: sharding.replicated(self.mesh), self.frozen)
-    jitted = step_lib.jit_step(raw_step, self.state_shardings, {"lr": batch_sh, "hr": batch_sh},
+    jitted = step_lib.jit_step(raw_step, self.state_shardings,
+                               {k: batch_sh for k in self.batch_keys()},
                                sharding.replicated(self.mesh), frozen_sh)
     return lambda state, batch: jitted(state, batch, self.frozen)
 
@@ -257,11 +329,25 @@ class SRTrainer:
     return int(sharding.host_local(value, self.mesh))
 
   def validate(self) -> dict[str, float]:
-    sr = self.predict(self.eval_params(), self.val_lr)
-    scores = evaluate.score_slices(self.val_hr, sr, self.scale).summary()
+    if self.roi is not None:  # the validation ROIs (module docstring)
+      from medsr_jax.trainers import lesion_report  # pylint: disable=import-outside-toplevel
+      variables = self.eval_params()
+      outputs = lesion_report.method_outputs(lambda lr: self.predict(variables, lr),
+                                             self.val_set, on_roi=self.roi.train_on_roi)
+      scores = lesion_report.score(outputs, self.val_set, self.scale)["roi"].summary()
+    else:
+      sr = self.predict(self.eval_params(), self.val_lr)
+      scores = evaluate.score_slices(self.val_hr, sr, self.scale).summary()
     return {"val_psnr": scores["psnr_mean"], "val_ssim": scores["ssim_mean"]}
 
+  def validation_line(self, val: dict) -> str:
+    return f"validation PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}"
+
   def final_evaluation(self, writer, step: int) -> dict[str, Any]:
+    if self.roi is not None:
+      from medsr_jax.trainers import lesion_report  # pylint: disable=import-outside-toplevel
+      test = lesion.eval_set(self.roi_source("test"), self.roi)
+      return lesion_report.final_evaluation(self, writer, step, test)
     lr, hr, slice_ids = self.eval_pairs("test")
     scores, images = evaluate.evaluate(self.predict, self.eval_params(), lr, hr, self.scale)
     scores = self.extra_scores(scores, lr, hr)
@@ -288,6 +374,10 @@ class SRTrainer:
     """Rows added to the test table by a subclass (the GAN trainer's warm-up generator)."""
     del lr, hr
     return scores
+
+  def extra_generators(self) -> dict[str, Any]:
+    """{row label: variables} of other generators to evaluate beside the model (in order)."""
+    return {}
 
   def export_extra(self) -> dict:
     return {"skipped_steps": self.counter("skipped")}

@@ -62,12 +62,14 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
   return variables.pop("params"), variables
 
 
-def model_forward(model, *, scale: Optional[float] = None
+def model_forward(model, *, scale: Optional[float] = None, all_outputs: bool = False
                   ) -> Callable[[Any, dict, jax.Array, Optional[jax.Array]], tuple[Any, dict]]:
   """`forward(params, model_state, x, rng) -> (y, new_model_state)` in training mode.
 
-  `y` is the primary output (`registry.primary_output`); `rng` None passes no 'dropout' rng.
-  `scale` (static) is for scale-taking models; default: the model's own `scale` field.
+  `y` is the primary output (`registry.primary_output`), or with `all_outputs` everything the
+  model returns (ms_gan: the tuple (x2, x4) of its multi-scale loss, thesis eq. 3.21); `rng`
+  None passes no 'dropout' rng. `scale` (static) is for scale-taking models; default: the
+  model's own `scale` field.
   """
   scale = registry.default_call_scale(model, scale)
 
@@ -76,7 +78,8 @@ def model_forward(model, *, scale: Optional[float] = None
     rngs = {"dropout": rng} if rng is not None else None
     outputs, updates = registry.call_model(model, variables, x, scale=scale, train=True,
                                            rngs=rngs, mutable=MUTABLE_COLLECTIONS)
-    return registry.primary_output(model, outputs), {**model_state, **updates}
+    y = outputs if all_outputs else registry.primary_output(model, outputs)
+    return y, {**model_state, **updates}
   return forward
 
 
