@@ -27,8 +27,8 @@ from data_prep import writer
 from medsr_jax.data import manifest
 from medsr_jax.data import records
 from medsr_jax.errors import InputError
-from medsr_jax.io import tfrecord
 from tests import dataset_fixtures as fx
+from tests.test_data_prep import read_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBJECTS = ('HGG_Brats17_TCIA_607_1', 'HGG_Brats17_2013_5_1', 'LGG_Brats17_TCIA_141_1')
@@ -58,14 +58,6 @@ def run(src, out, *extra, workers=1):
           f'--workers={workers}', '--quiet', *extra]
   assert build.main(argv) == 0
   return manifest.read_manifest(str(out))
-
-
-def read_split(out, split):
-  m = manifest.read_manifest(str(out))
-  recs = []
-  for shard in m.splits[split].shards:
-    recs += [records.decode_slice(r) for r in tfrecord.read_records(os.path.join(out, shard.file))]
-  return recs
 
 
 def tree_bytes(out):

@@ -5,6 +5,7 @@ lesion-focused trainer end to end (ROI and whole-slice tables, MOS predictions, 
 """
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -158,16 +159,22 @@ def _per_step(workdir, key):
 
 
 def test_msgan_trains_resumes_exactly_and_writes_chapter3_reports(tmp_path, capsys):
-  interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  main_lib.run(tiny_msgan_config.get_config("steps=2,sigma=20"), str(interrupted))
-  main_lib.run(tiny_msgan_config.get_config("steps=4,sigma=20"), str(interrupted))
-  assert "resumed from checkpoint at step 2" in capsys.readouterr().out
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   main_lib.run(tiny_msgan_config.get_config("steps=4,sigma=20"), str(straight))
+  # A kill after the checkpoint at step 2: the same workdir without what came later.
+  shutil.copytree(straight, resumed)
+  for later in ("checkpoints/4", "export", "results.md"):
+    path = resumed / later
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+  capsys.readouterr()
+  main_lib.run(tiny_msgan_config.get_config("steps=4,sigma=20"), str(resumed))
+  assert "resumed from checkpoint at step 2" in capsys.readouterr().out
   for key in ("loss", "loss_mse_x2", "loss_d"):
-    got, want = _per_step(interrupted, key), _per_step(straight, key)
+    got, want = _per_step(resumed, key), _per_step(straight, key)
     assert sorted(got) == sorted(want) and got, key
     for s in want:
       assert got[s] == want[s], (key, s)
+  assert sorted(_per_step(straight, "loss_d")) == [3, 4]  # the critic trains after the warm-up
   results = (straight / "results.md").read_text()
   for row in ("| bicubic |", "| bilinear |", "| bilinear+nlm |", "| ms_gan (warm-up) |",
               "| ms_gan (ROI-trained) |", "ROI PSNR"):
@@ -179,3 +186,24 @@ def test_msgan_trains_resumes_exactly_and_writes_chapter3_reports(tmp_path, caps
   assert list(straight.glob("roi_panel_*.png"))
   preds = predictions_io.read_predictions(straight)
   assert preds["sr"].shape == (n, 16, 16, 1) and preds["method"] == "ms_gan (ROI-trained)"
+
+
+def test_detector_centres_for_roi_crops(tmp_path):
+  """data.roi.centres='detector': the detector's normalised output on each LR slice, in HR
+  pixels (half-pixel convention), as `detect.centres_for_source` gives the ROI pipeline."""
+  from medsr_jax import detect, evaluate, export  # pylint: disable=import-outside-toplevel
+  from medsr_jax.metrics import roi_detection  # pylint: disable=import-outside-toplevel
+  kwargs = dict(input_size=16, widths=(4, 8), fc_features=(8,))
+  model = models.build("lesion_detector", scale=1, in_channels=1, **kwargs)
+  variables = model.init(jax.random.key(3), jnp.zeros((1, 16, 16, 1)))
+  export.save_export(str(tmp_path / "ld"), model_name="lesion_detector", model_kwargs=kwargs,
+                     scale=1, in_channels=1, params=variables)
+  images = np.random.default_rng(2).random((3, 32, 24, 1), dtype=np.float32)
+  got = detect.centres_for_source(str(tmp_path / "ld"), sources.ArraySliceSource(images), 4.0)
+  lr = lesion.lr_of(images, 4.0)
+  pred = evaluate.Predictor(model, 3)(variables, lr)
+  want = lesion.scale_centres(roi_detection.centres_from_normalised(pred, lr.shape[1:3]),
+                              lr.shape[1:3], (32, 24))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # normalised (x, y) -> HR pixels directly: the same point
+  np.testing.assert_allclose(got[:, 0], pred[:, 1] * 32 - 0.5, rtol=1e-5)
