@@ -131,8 +131,8 @@ def apply_demo(c, multi_scale: bool):
   warmup = {'mse': 1.0, 'mse_x2': 1.0} if multi_scale else {'mse': 1.0}
   losses = dict(c.train.stages[-1].losses, adv=DEMO_LAMBDA)
   c.train.stages = [
-      config_lib.stage('l2_warmup', steps=2000, learning_rate=1e-3, losses=warmup,
-                       warmup_steps=100, milestones=(1400, 1800)),
+      config_lib.stage('l2_warmup', steps=1600, learning_rate=1e-3, losses=warmup,
+                       warmup_steps=100, milestones=(1100, 1400)),
       config_lib.stage('gan', steps=300, learning_rate=1e-4, losses=losses),
   ]
   c.train.log_every = 50
