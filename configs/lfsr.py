@@ -74,6 +74,10 @@ def get_config(arg=None):
     c.data.roi.size = (64, 64)
     c.gan.discriminator.kwargs.input_size = 64 if c.data.roi.train else c.data.lr_patch * opts.scale
     c.eval.num_panels = 3
+    # 66 training ROIs: a shorter warm-up than srgan's demo (its validation PSNR peaks by then)
+    c.train.stages[0].steps, c.train.stages[0].milestones = 1200, (800, 1000)
+    c.train.stages[1].steps = 300
+  c.eval.method_label = {'lfsr': 'LFSR', 'srgan': 'SRGAN', 'srresnet': 'SRResNet'}[opts.method]
   if opts.method == 'srresnet':
     c.trainer = 'sr'
     c.train.stages = [c.train.stages[0]]

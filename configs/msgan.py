@@ -113,6 +113,9 @@ def get_config(arg=None):
   c.train.eval_every = 5000
   c.train.checkpoint_every = 5000
   c.gan = gan_section(_KIND[opts.variant], ROI[0])
+  c.eval.method_label = {'msgan': 'MS-GAN', 'wgan_gp_x2': 'WGAN-GP + L2(x2)', 'wgan_gp': 'WGAN-GP',
+                         'wgan': 'WGAN', 'wgan_pretrain': 'WGAN + pre-train',
+                         'gan_pretrain': 'GAN + pre-train'}[opts.variant]
   if opts.demo:
     apply_demo(c, multi_scale)
   return c

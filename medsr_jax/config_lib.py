@@ -161,6 +161,7 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_panels = 4            # PNG panels LR | bicubic | SR | HR | error written at the end
   c.eval.use_ema = True            # evaluate/export the EMA params when EMA is on
+  c.eval.method_label = ""         # the model's row in the chapter-3 tables ("": model name)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1)           # ('data', 'fsdp'); -1 takes the remaining devices

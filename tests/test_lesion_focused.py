@@ -177,15 +177,15 @@ def test_msgan_trains_resumes_exactly_and_writes_chapter3_reports(tmp_path, caps
   assert sorted(_per_step(straight, "loss_d")) == [3, 4]  # the critic trains after the warm-up
   results = (straight / "results.md").read_text()
   for row in ("| bicubic |", "| bilinear |", "| bilinear+nlm |", "| ms_gan (warm-up) |",
-              "| ms_gan (ROI-trained) |", "ROI PSNR"):
+              "| MS-GAN |", "ROI PSNR"):
     assert row in results, results
   per_slice = json.loads((straight / "results.json").read_text())
   n = len(per_slice["ids"])
-  assert len(per_slice["ms_gan (ROI-trained)"]["roi"]["psnr"]) == n == len(per_slice["roi_boxes"])
+  assert len(per_slice["MS-GAN"]["roi"]["psnr"]) == n == len(per_slice["roi_boxes"])
   assert (straight / "boxplot_roi.png").is_file()
   assert list(straight.glob("roi_panel_*.png"))
   preds = predictions_io.read_predictions(straight)
-  assert preds["sr"].shape == (n, 16, 16, 1) and preds["method"] == "ms_gan (ROI-trained)"
+  assert preds["sr"].shape == (n, 16, 16, 1) and preds["method"] == "MS-GAN"
 
 
 def test_detector_centres_for_roi_crops(tmp_path):

@@ -93,7 +93,8 @@ def final_evaluation(trainer, writer, step: int, ev: lesion.EvalSet) -> dict[str
                      "roi": fn(ev.lr_roi, roi_hw) if on_roi else None}
     if not on_roi:
       outputs[name]["roi"] = ev.crop_rois(outputs[name]["slice"])
-  model_label = trainer.config.model.name + (" (ROI-trained)" if on_roi else "")
+  model_label = (trainer.config.eval.get("method_label", "")
+                 or trainer.config.model.name + (" (ROI-trained)" if on_roi else ""))
   generators = {**trainer.extra_generators(), model_label: trainer.eval_params()}
   for label, variables in generators.items():
     outputs[label] = method_outputs(lambda lr, v=variables: trainer.predict(v, lr), ev,
