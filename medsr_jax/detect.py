@@ -36,15 +36,20 @@ import numpy as np
 from medsr_jax import errors
 from medsr_jax.errors import InputError
 
-_MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Export directory of a lesion detector.')
-_DATA = flags.DEFINE_string('data', None, "data_prep shard directory, or 'sample'.")
-_OUT = flags.DEFINE_string('out', None, 'CSV file to write.')
-_SCALE = flags.DEFINE_float('scale', 4.0, 'Bicubic downsampling factor of the detector input '
-                            '(1: the slices themselves).')
-_SPLITS = flags.DEFINE_list('splits', ['train', 'val', 'test'], 'Splits to run on.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Slices per forward pass.')
-_MODALITIES = flags.DEFINE_list('modalities', None, 'Shard channels (default: the export\'s).')
-flags.mark_flags_as_required(['model_dir', 'data', 'out'])
+
+
+def define_flags() -> None:
+  """Defines the command's flags when it runs, not on import, so that its flag names
+  (`model_dir`, `out`, `scale`, ...) stay free for the other commands (`infer`, `export`)."""
+  flags.DEFINE_string('model_dir', None, 'Export directory of a lesion detector.')
+  flags.DEFINE_string('data', None, "data_prep shard directory, or 'sample'.")
+  flags.DEFINE_string('out', None, 'CSV file to write.')
+  flags.DEFINE_float('scale', 4.0, 'Bicubic downsampling factor of the detector input '
+                     '(1: the slices themselves).')
+  flags.DEFINE_list('splits', ['train', 'val', 'test'], 'Splits to run on.')
+  flags.DEFINE_integer('batch_size', 16, 'Slices per forward pass.')
+  flags.DEFINE_list('modalities', None, 'Shard channels (default: the export\'s).')
+  flags.mark_flags_as_required(['model_dir', 'data', 'out'])
 
 SAMPLE = 'sample'
 SPLITS = ('train', 'val', 'test')
@@ -182,15 +187,16 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def go():
-    counts = run(_MODEL_DIR.value, _DATA.value, _OUT.value, scale=_SCALE.value,
-                 splits=_SPLITS.value, batch_size=_BATCH_SIZE.value,
-                 modalities=_MODALITIES.value)
+    f = flags.FLAGS
+    counts = run(f.model_dir, f.data, f.out, scale=f.scale, splits=f.splits,
+                 batch_size=f.batch_size, modalities=f.modalities)
     listed = ', '.join(f'{s} {n}' for s, n in counts.items())
-    print(f'wrote {sum(counts.values())} centres ({listed}) at x{_SCALE.value:g} to '
-          f'{_OUT.value}', flush=True)
+    print(f'wrote {sum(counts.values())} centres ({listed}) at x{f.scale:g} to {f.out}',
+          flush=True)
 
   errors.cli_main(go)
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))

@@ -62,5 +62,6 @@ def source_from_config(data_config: Any, split: str, *, with_label: bool = False
   sets = sample.load_sample(crop_hw=crop_hw)
   chosen = sets[split]
   return ArraySliceSource(chosen.images, slice_index=getattr(chosen, "slice_index", None),
-                          subject=getattr(chosen, "subject", None), labels=chosen.labels,
+                          subject=getattr(chosen, "subject", None),
+                          labels=getattr(chosen, "labels", None),
                           with_label=with_label)
