@@ -58,7 +58,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from typing import Any, Sequence
 
 import numpy as np
@@ -67,6 +66,7 @@ from scipy import stats
 from medsr_jax.errors import InputError, cli_main
 from medsr_jax.io import images as image_io
 from medsr_jax.io import predictions as predictions_io
+from medsr_jax.io import text_files
 from medsr_jax.io.predictions import read_predictions, write_predictions  # noqa: F401 (public)
 from medsr_jax.logging import panels
 
@@ -395,19 +395,7 @@ def markdown_table(result: dict) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(folder):
-    raise InputError(f'{path}: directory {folder} not found')
-  tmp = os.path.join(folder, f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
-  try:
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise InputError(f'{path}: cannot write ({image_io.one_line(e)})') from e
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  text_files.write_text_atomic(path, text)
 
 
 def _parser() -> argparse.ArgumentParser:

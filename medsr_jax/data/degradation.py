@@ -134,12 +134,7 @@ def resize_bicubic(image, out_hw: Sequence[int]) -> np.ndarray:
   Computes in float64 and returns the input dtype. Note the argument is (H, W), not cv2's
   (W, H).
   """
-  x, dtype, kind = _as_float(image)
-  ah, aw = _spatial_axes(x.ndim)
-  oh, ow = (int(v) for v in out_hw)
-  x = _apply(cubic_resize_matrix(x.shape[ah], oh, kind), x, ah)
-  x = _apply(cubic_resize_matrix(x.shape[aw], ow, kind), x, aw)
-  return x.astype(dtype)
+  return resize_separable(image, out_hw, cubic_resize_matrix)
 
 
 def upsample_bicubic(lr, out_hw: Sequence[int]) -> np.ndarray:

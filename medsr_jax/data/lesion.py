@@ -123,7 +123,7 @@ def settings_from_config(config) -> RoiSettings:
   c = config.data
   roi = c.roi
   try:
-    size = transforms._hw(tuple(roi.size), "data.roi.size")  # pylint: disable=protected-access
+    size = transforms.parse_hw(tuple(roi.size), "data.roi.size")
   except InputError as e:
     raise InputError(f"{e} (set --config.data.roi.size='(h, w)')") from None
   sigma = float(c.get("kspace_sigma", 0.0) or 0.0)
@@ -236,7 +236,7 @@ def eval_set(source: CentredSource, settings: RoiSettings, *,
                      f"than the ROI {h}x{w}")
   lr, hr = pipeline.make_test_pairs(images, settings.scale, blur=settings.blur)
   synth = settings.synthesis()
-  lr_hw, lr_roi_hw = lr.shape[1:3], settings.lr_size()
+  lr_roi_hw = settings.lr_size()
   boxes, lr_noisy, lr_roi, hr_roi = [], [], [], []
   for n, it in enumerate(items):
     top, left = transforms.roi_window(hr.shape[1:3], settings.size, it["centre"])
@@ -249,7 +249,6 @@ def eval_set(source: CentredSource, settings: RoiSettings, *,
       lr_noisy.append(transforms.add_kspace_noise(lr[n], settings.kspace_sigma, rng))
   if settings.kspace_sigma:
     lr = np.stack(lr_noisy).astype(np.float32)
-  del lr_hw
   return EvalSet(lr=lr, hr=hr, boxes=np.asarray(boxes, np.int64), lr_roi=np.stack(lr_roi),
                  hr_roi=np.stack(hr_roi), ids=_ids(source.source))
 

@@ -72,7 +72,7 @@ KSPACE_OUTPUTS = ('magnitude', 'real')
 FFT_NORMS = ('ortho', 'backward')
 
 
-def _hw(size: Any, name: str = 'size') -> tuple[int, int]:
+def parse_hw(size: Any, name: str = 'size') -> tuple[int, int]:
   """(h, w) from an int or a pair; InputError unless positive integers."""
   try:
     pair = (size, size) if np.isscalar(size) else tuple(size)
@@ -88,7 +88,7 @@ def _hw(size: Any, name: str = 'size') -> tuple[int, int]:
 def pad_to_at_least(image: np.ndarray, size_hw: Any) -> np.ndarray:
   """Edge-pads an (H, W, ...) image to at least size_hw (the extra row/column goes last)."""
   h, w = image.shape[:2]
-  th, tw = _hw(size_hw)
+  th, tw = parse_hw(size_hw)
   ph, pw = max(th - h, 0), max(tw - w, 0)
   if ph == 0 and pw == 0:
     return image
@@ -103,7 +103,7 @@ def random_crop_corner(shape_hw: Sequence[int], size_hw: Any, rng: np.random.Gen
   include_last=True: `integers(0, n - p + 1)` (RDST); False: `integers(0, max(n - p, 1))`
   (MIASSR's exclusive randint; a patch as large as the slice still gets corner 0).
   """
-  ph, pw = _hw(size_hw)
+  ph, pw = parse_hw(size_hw)
   h, w = (int(v) for v in shape_hw[:2])
   if ph > h or pw > w:
     raise InputError(f'patch {ph}x{pw} does not fit in a {h}x{w} slice (pad it first)')
@@ -115,7 +115,7 @@ def random_crop_corner(shape_hw: Sequence[int], size_hw: Any, rng: np.random.Gen
 
 def crop(image: np.ndarray, corner: Sequence[int], size_hw: Any) -> np.ndarray:
   """A contiguous copy of image[top:top + h, left:left + w]."""
-  h, w = _hw(size_hw)
+  h, w = parse_hw(size_hw)
   top, left = corner
   return np.ascontiguousarray(image[top:top + h, left:left + w])
 
@@ -148,7 +148,7 @@ def roi_window(shape_hw: Sequence[int], size_hw: Any,
   round(cy) - h // 2, clamped to [0, H - h]; likewise left. The slice must be at least as large
   as the window (pad it first).
   """
-  h, w = _hw(size_hw, 'ROI size')
+  h, w = parse_hw(size_hw, 'ROI size')
   height, width = (int(v) for v in shape_hw[:2])
   if h > height or w > width:
     raise InputError(f'ROI {h}x{w} does not fit in a {height}x{width} slice (pad it first)')
@@ -166,7 +166,7 @@ def roi_crop(image: np.ndarray, label: Optional[np.ndarray], size_hw: Any,
   and the centre moves with the padding.
   """
   image = np.asarray(image)
-  h, w = _hw(size_hw, 'ROI size')
+  h, w = parse_hw(size_hw, 'ROI size')
   ph, pw = max(h - image.shape[0], 0), max(w - image.shape[1], 0)
   if centre is None and label is not None:
     centre = lesion_centre(label)
@@ -294,7 +294,7 @@ class MsganTriple:
   intermediate: bool = True
 
   def __post_init__(self):
-    object.__setattr__(self, 'roi_hw', _hw(self.roi_hw, 'ROI size'))
+    object.__setattr__(self, 'roi_hw', parse_hw(self.roi_hw, 'ROI size'))
     if self.intermediate and not self.scale > 2:
       raise InputError(f'MS-GAN needs a scale above the intermediate x2, got {self.scale!r}')
     if not self.scale > 0:

@@ -63,8 +63,8 @@ def score(outputs: Mapping[str, np.ndarray], ev: lesion.EvalSet, scale: float
           "slice": evaluate.score_slices(ev.hr, outputs["slice"], scale)}
 
 
-def baseline_runners() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-  """`run(lr) -> sr` of the interpolation baselines, at the trainer's scale (set per call)."""
+def baseline_runners() -> dict[str, Callable[[np.ndarray, Any], np.ndarray]]:
+  """`fn(lr, hr_hw) -> sr` of the interpolation baselines (bicubic, bilinear, B+NLD)."""
   return dict(baselines.INTERPOLATION_BASELINES)
 
 
