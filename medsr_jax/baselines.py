@@ -32,6 +32,7 @@ Run the checks with:
 
 import functools
 import math
+import warnings
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -137,7 +138,9 @@ def bilinear_nlm(lr, hr_hw: Sequence[int], *, patch_size: int = NLM_PATCH_SIZE,
     for c in range(planes.shape[3]):
       plane = planes[n, :, :, c]
       if sigma is None:
-        s = float(restoration.estimate_sigma(lr_planes[n, :, :, c]))
+        with warnings.catch_warnings():  # small grey planes look like colour images to it
+          warnings.simplefilter('ignore', UserWarning)
+          s = float(restoration.estimate_sigma(lr_planes[n, :, :, c], channel_axis=None))
       else:
         s = float(sigma)
       h = h_factor * s
