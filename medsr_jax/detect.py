@@ -74,13 +74,9 @@ def split_records(data: str, split: str, modalities: Sequence[str] = ()
 
 
 def detector_input(image: np.ndarray, scale: float) -> np.ndarray:
-  """The image the detector sees: the slice (scale 1) or its bicubic LR (float32)."""
-  from medsr_jax.data import degradation  # pylint: disable=import-outside-toplevel
-  image = np.asarray(image, np.float32)
-  if scale == 1.0:
-    return image
-  hw = degradation.lr_size(image.shape[:2], scale)
-  return degradation.degrade(image, scale, lr_hw=hw).astype(np.float32)
+  """The image the detector sees: the slice (scale 1) or its bicubic LR (`lesion.lr_of`)."""
+  from medsr_jax.data import lesion  # pylint: disable=import-outside-toplevel
+  return lesion.lr_of(image, scale)
 
 
 def predict_centres(predict, variables, inputs: Iterable[tuple[Any, np.ndarray]],

@@ -29,6 +29,28 @@ def synthetic_channels(t1: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
   return np.stack(chans, axis=-1).astype(np.float32)
 
 
+def write_split_shards(directory: str, split: str, n_shards: int, images: np.ndarray,
+                       labels: np.ndarray | None, slice_index: Sequence[int], *, subject: str,
+                       modalities: Sequence[str], dataset: str) -> list:
+  """Writes one split's slices as `n_shards` TFRecord shards with offset indexes; returns the
+  manifest's `Shard` entries."""
+  shards = []
+  for i, rows in enumerate(np.array_split(np.arange(len(images)), n_shards)):
+    name = manifest_lib.shard_name(split, i, n_shards)
+    path = os.path.join(directory, name)
+    with tfrecord.TFRecordWriter(path) as writer:
+      offsets = [writer.write(records.encode_slice(records.SliceRecord(
+          image=images[r], subject=subject, slice_index=int(slice_index[r]),
+          spacing=(1.0, 1.0, 1.0), affine=np.eye(4), orientation='RAS',
+          modalities=list(modalities), intensity=(0.0, 1.0), dataset=dataset,
+          label=None if labels is None else labels[r]))) for r in rows]
+    np.save(path + manifest_lib.INDEX_SUFFIX, np.asarray(offsets, np.int64))
+    with open(path, 'rb') as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    shards.append(manifest_lib.Shard(name, name + manifest_lib.INDEX_SUFFIX, len(rows), digest))
+  return shards
+
+
 def write_shards(directory: str | os.PathLike, *, crop_hw: Sequence[int] = (32, 32),
                  num_shards: dict[str, int] | None = None, dataset: str = 'oasis',
                  protocol: str = 'rdst', modalities: Sequence[str] = ('t1',),
@@ -53,21 +75,9 @@ def write_shards(directory: str | os.PathLike, *, crop_hw: Sequence[int] = (32, 
     rows_of = np.arange(n) % len(chosen)
     images = synthetic_channels(chosen.images[rows_of], modalities)
     labels, slice_index = chosen.labels[rows_of], chosen.slice_index[rows_of]
-    shards = []
-    for i, rows in enumerate(np.array_split(np.arange(n), n_shards)):
-      name = manifest_lib.shard_name(split, i, n_shards)
-      path = os.path.join(directory, name)
-      with tfrecord.TFRecordWriter(path) as writer:
-        offsets = [writer.write(records.encode_slice(records.SliceRecord(
-            image=images[r], subject=sample.SUBJECT, slice_index=int(slice_index[r]),
-            spacing=(1.0, 1.0, 1.0), affine=np.eye(4), orientation='RAS',
-            modalities=list(modalities), intensity=(0.0, 1.0), dataset=dataset,
-            label=labels[r] if with_labels else None))) for r in rows]
-      np.save(path + manifest_lib.INDEX_SUFFIX, np.asarray(offsets, np.int64))
-      with open(path, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-      shards.append(manifest_lib.Shard(name, name + manifest_lib.INDEX_SUFFIX, len(rows),
-                                       digest))
+    shards = write_split_shards(directory, split, n_shards, images,
+                                labels if with_labels else None, slice_index,
+                                subject=sample.SUBJECT, modalities=modalities, dataset=dataset)
     splits[split] = manifest_lib.Split([sample.SUBJECT], n, shards)
     written[split] = images
   m = manifest_lib.Manifest(

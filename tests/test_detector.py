@@ -14,7 +14,6 @@ Run: .venv/bin/python -m pytest -q tests/test_detector.py
 """
 
 import csv
-import hashlib
 import json
 import os
 import pathlib
@@ -28,10 +27,9 @@ from medsr_jax import config_lib
 from medsr_jax import main as main_lib
 from medsr_jax.data import centres as centres_lib
 from medsr_jax.data import manifest as manifest_lib
-from medsr_jax.data import records
 from medsr_jax.errors import InputError
-from medsr_jax.io import tfrecord
 from medsr_jax.metrics import roi_detection as rd
+from tests import shard_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -145,19 +143,9 @@ def write_blob_shards(directory, sizes=None):
     images, labels = blob_set(n, seed=k, empty=empty)
     sets[split] = (images, labels)
     n_shards = 2 if split == "train" else 1
-    shards = []
-    for i, rows in enumerate(np.array_split(np.arange(n), n_shards)):
-      name = manifest_lib.shard_name(split, i, n_shards)
-      path = os.path.join(directory, name)
-      with tfrecord.TFRecordWriter(path) as writer:
-        offsets = [writer.write(records.encode_slice(records.SliceRecord(
-            image=images[r], subject="blobs", slice_index=int(r), spacing=(1.0, 1.0, 1.0),
-            affine=np.eye(4), orientation="RAS", modalities=["t1"], intensity=(0.0, 1.0),
-            dataset="brats", label=labels[r]))) for r in rows]
-      np.save(path + manifest_lib.INDEX_SUFFIX, np.asarray(offsets, np.int64))
-      with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-      shards.append(manifest_lib.Shard(name, name + manifest_lib.INDEX_SUFFIX, len(rows), digest))
+    shards = shard_fixtures.write_split_shards(
+        str(directory), split, n_shards, images, labels, range(n), subject="blobs",
+        modalities=["t1"], dataset="brats")
     splits[split] = manifest_lib.Split(["blobs"], n, shards)
   manifest_lib.write_manifest(directory, manifest_lib.Manifest(
       dataset="brats", protocol="msgan", settings={"fixture": True}, channels=1,

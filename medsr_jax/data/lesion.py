@@ -263,6 +263,10 @@ def scale_centres(centres_rc: np.ndarray, from_hw: Sequence[int], to_hw: Sequenc
 
 
 def lr_of(images: np.ndarray, scale: float) -> np.ndarray:
-  """The whole-slice LR the detector sees at test time (bicubic / scale, thesis eq. 3.23)."""
-  hw = degradation.lr_size(images.shape[1:3], scale)
-  return degradation.degrade(np.asarray(images, np.float32), scale, lr_hw=hw).astype(np.float32)
+  """What the lesion detector sees: whole (H, W, C) or (N, H, W, C) slices (scale 1) or their
+  bicubic LR (bicubic / scale, thesis eq. 3.23), float32."""
+  images = np.asarray(images, np.float32)
+  if float(scale) == 1.0:
+    return images
+  hw = degradation.lr_size(images.shape[-3:-1], scale)
+  return degradation.degrade(images, scale, lr_hw=hw).astype(np.float32)

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax import evaluate, export, models, sharding
-from medsr_jax.data import degradation, lesion, pipeline, sources
+from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
 from medsr_jax.io import images as images_io
 from medsr_jax.metrics import roi_detection
@@ -128,10 +128,7 @@ class EvalData:
 
   def inputs(self, scale: float) -> np.ndarray:
     """What the detector sees: the HR slices (scale 1) or their bicubic LR (thesis eq. 3.23)."""
-    if float(scale) == 1.0:
-      return self.images
-    hw = degradation.lr_size(self.images.shape[1:3], scale)
-    return degradation.degrade(self.images, scale, lr_hw=hw).astype(np.float32)
+    return lesion.lr_of(self.images, scale)
 
 
 def slice_ids(source: Any) -> list[str]:

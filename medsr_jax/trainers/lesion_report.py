@@ -46,14 +46,24 @@ from medsr_jax.logging import panels, plots
 REGIONS = ("roi", "slice")
 
 
-def method_outputs(run: Callable[[np.ndarray], np.ndarray], ev: lesion.EvalSet, *,
-                   on_roi: bool) -> dict[str, np.ndarray]:
-  """{'roi': ROI outputs (N, h, w, C), 'slice': whole-slice outputs} of one method
-  `run(lr) -> sr` (module docstring: ROI input for ROI-trained models, else the whole slice's
-  ROI box)."""
-  whole = run(ev.lr)
-  roi = run(ev.lr_roi) if on_roi else ev.crop_rois(whole)
-  return {"roi": roi, "slice": whole}
+Runner = Callable[[np.ndarray, Any], np.ndarray]  # run(lr, hr_hw) -> sr
+
+
+def roi_outputs(run: Runner, ev: lesion.EvalSet, *, on_roi: bool,
+                whole: np.ndarray | None = None) -> np.ndarray:
+  """The ROI outputs (N, h, w, C) of one method (module docstring: the LR ROI for ROI-trained
+  models, else the ROI box of the whole-slice output `whole`, computed if not given)."""
+  if on_roi:
+    return run(ev.lr_roi, ev.hr_roi.shape[1:3])
+  if whole is None:
+    whole = run(ev.lr, ev.hr.shape[1:3])
+  return ev.crop_rois(whole)
+
+
+def method_outputs(run: Runner, ev: lesion.EvalSet, *, on_roi: bool) -> dict[str, np.ndarray]:
+  """{'roi': ROI outputs, 'slice': whole-slice outputs} of one method `run(lr, hr_hw) -> sr`."""
+  whole = run(ev.lr, ev.hr.shape[1:3])
+  return {"roi": roi_outputs(run, ev, on_roi=on_roi, whole=whole), "slice": whole}
 
 
 def score(outputs: Mapping[str, np.ndarray], ev: lesion.EvalSet, scale: float
@@ -61,11 +71,6 @@ def score(outputs: Mapping[str, np.ndarray], ev: lesion.EvalSet, scale: float
   """ROI and whole-slice scores of one method's outputs."""
   return {"roi": evaluate.score_slices(ev.hr_roi, outputs["roi"], scale),
           "slice": evaluate.score_slices(ev.hr, outputs["slice"], scale)}
-
-
-def baseline_runners() -> dict[str, Callable[[np.ndarray, Any], np.ndarray]]:
-  """`fn(lr, hr_hw) -> sr` of the interpolation baselines (bicubic, bilinear, B+NLD)."""
-  return dict(baselines.INTERPOLATION_BASELINES)
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, evaluate.Scores]], *, scale: float) -> str:
@@ -86,18 +91,14 @@ def final_evaluation(trainer, writer, step: int, ev: lesion.EvalSet) -> dict[str
   """Scores every method on `ev`, writes the reports (module docstring), prints the table."""
   settings, scale = trainer.roi, trainer.scale
   on_roi = settings.train_on_roi
-  hr_hw, roi_hw = ev.hr.shape[1:3], ev.hr_roi.shape[1:3]
-  outputs: dict[str, dict[str, np.ndarray]] = {}
-  for name, fn in baseline_runners().items():
-    outputs[name] = {"slice": fn(ev.lr, hr_hw),
-                     "roi": fn(ev.lr_roi, roi_hw) if on_roi else None}
-    if not on_roi:
-      outputs[name]["roi"] = ev.crop_rois(outputs[name]["slice"])
+  roi_hw = ev.hr_roi.shape[1:3]
+  outputs = {name: method_outputs(fn, ev, on_roi=on_roi)
+             for name, fn in baselines.INTERPOLATION_BASELINES.items()}
   model_label = (trainer.config.eval.get("method_label", "")
                  or trainer.config.model.name + (" (ROI-trained)" if on_roi else ""))
   generators = {**trainer.extra_generators(), model_label: trainer.eval_params()}
   for label, variables in generators.items():
-    outputs[label] = method_outputs(lambda lr, v=variables: trainer.predict(v, lr), ev,
+    outputs[label] = method_outputs(lambda lr, _, v=variables: trainer.predict(v, lr), ev,
                                     on_roi=on_roi)
   rows = {label: score(out, ev, scale) for label, out in outputs.items()}
   table = markdown_table(rows, scale=scale)

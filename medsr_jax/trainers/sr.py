@@ -332,9 +332,9 @@ class SRTrainer:
     if self.roi is not None:  # the validation ROIs (module docstring)
       from medsr_jax.trainers import lesion_report  # pylint: disable=import-outside-toplevel
       variables = self.eval_params()
-      outputs = lesion_report.method_outputs(lambda lr: self.predict(variables, lr),
-                                             self.val_set, on_roi=self.roi.train_on_roi)
-      scores = lesion_report.score(outputs, self.val_set, self.scale)["roi"].summary()
+      sr = lesion_report.roi_outputs(lambda lr, _: self.predict(variables, lr), self.val_set,
+                                     on_roi=self.roi.train_on_roi)
+      scores = evaluate.score_slices(self.val_set.hr_roi, sr, self.scale).summary()
     else:
       sr = self.predict(self.eval_params(), self.val_lr)
       scores = evaluate.score_slices(self.val_hr, sr, self.scale).summary()
