@@ -7,7 +7,10 @@ A config file declares its grid with `sweep(add)`, calling `add(**{"a.b": value,
 point (see `configs/rdst.py`); a point may also give `config_arg="..."`, the ARGS after the file's
 colon for that point (e.g. `model=rdst_e` in configs/baseline.py, where the model name decides
 every architecture field). Each point becomes `--config.a.b=value` overrides and its own
-workdir under `--workdir`, named after the overrides. Every override is checked against the
+workdir under `--workdir`, named after the overrides. A value may name another point's
+workdir through `{grid}` (the grid's directory): `add(config_arg='stage=gan',
+init_from='{grid}/stage=warmup')` branches from the grid's warm-up point (list that point
+first); such derived values are not part of the point's name. Every override is checked against the
 config before anything is printed or run, so a typo in a grid fails at once. Printing the
 commands lets a cluster scheduler (one job per line) run the grid; `--run` runs them here, one
 after another; a rerun resumes each point from its checkpoints.
@@ -55,9 +58,17 @@ def grid_points(config_arg: str) -> list[dict]:
   return points
 
 
+GRID = "{grid}"  # placeholder for the grid's directory in a point's values
+
+
+def _derived(value) -> bool:
+  return isinstance(value, str) and GRID in value
+
+
 def point_name(point: dict) -> str:
   """A directory name for a grid point, e.g. 'model.kwargs.num_blocks=4'."""
-  parts = [str(v) if k == CONFIG_ARG else f"{k}={v}" for k, v in sorted(point.items())]
+  parts = [str(v) if k == CONFIG_ARG else f"{k}={v}" for k, v in sorted(point.items())
+           if not _derived(v)]
   return ",".join(re.sub(r"[^\w.=,-]", "", part) for part in parts)
 
 
@@ -70,7 +81,8 @@ def _config_flag(config_arg: str, point: dict) -> str:
 def commands(config_arg: str, workdir: str) -> list[list[str]]:
   return [[sys.executable, "-m", "medsr_jax.main", _config_flag(config_arg, p),
            f"--workdir={pathlib.Path(workdir) / point_name(p)}"] +
-          [f"--config.{k}={v}" for k, v in sorted(p.items()) if k != CONFIG_ARG]
+          [f"--config.{k}={str(v).replace(GRID, str(workdir))}" for k, v in sorted(p.items())
+           if k != CONFIG_ARG]
           for p in grid_points(config_arg)]
 
 

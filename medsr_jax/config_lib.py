@@ -99,7 +99,7 @@ def model_config(name: str, *, scale: int = 4, in_channels: int = 1,
 def base_sr_config() -> ml_collections.ConfigDict:
   """Fields shared by every fixed-scale SR method (values follow the RDST protocol, thesis ch. 5)."""
   c = ml_collections.ConfigDict()
-  c.trainer = "sr"                 # trainers.get(name): 'sr', 'gan'
+  c.trainer = "sr"                 # trainers.get(name): 'sr', 'gan', 'arbitrary_scale', ...
   c.seed = 0
   c.init_from = ""                 # run or export directory: start the generator from its weights
   c.init_from_players = "g"        # 'g': the generator from an export; 'all': every player from
@@ -150,6 +150,8 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 3     # latest N, plus the best by validation PSNR
   c.train.max_steps = -1           # stop early at this global step (-1: run every stage)
+  c.train.freeze = ""               # generator param paths kept fixed, e.g. 'feature_extractor'
+                                   # (transfer learning, thesis §4.3.3); '': train everything
   c.train.frozen = ml_collections.ConfigDict()
   c.train.frozen.vgg = ""          # export dir of 'vgg19' (python -m medsr_jax.export --model=vgg19)
   c.train.frozen.detector = ""     # export dir of a trained 'lesion_detector' (data.roi.centres)
@@ -162,6 +164,8 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.eval.num_panels = 4            # PNG panels LR | bicubic | SR | HR | error written at the end
   c.eval.use_ema = True            # evaluate/export the EMA params when EMA is on
   c.eval.method_label = ""         # the model's row in the chapter-3 tables ("": model name)
+  c.eval.scales = ()               # arbitrary-scale runs: validation/test scales; (): the
+                                   # thesis' six test scales 1.5, 2, ..., 4
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1)           # ('data', 'fsdp'); -1 takes the remaining devices

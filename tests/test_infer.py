@@ -2,12 +2,14 @@
 
   .venv/bin/python -m pytest -q tests/test_infer.py
 
-A tiny RDST (x2, random weights) is exported once per module. Error cases run `infer.run` under
+A tiny RDST (x2, random weights) is exported once per module, and for `--scale` a tiny MIASSR
+(arbitrary-scale, nominal x4) and a tiny MDSR (x2, 3, 4). Error cases run `infer.run` under
 `errors.cli_main` in-process (what `main` does); one success and one failure also run the real
-command in a subprocess.
+command in a subprocess, and so does one MIASSR run at x2.5.
 """
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -20,6 +22,8 @@ from PIL import Image as PILImage
 import pytest
 
 from medsr_jax import errors, export, infer, models
+from medsr_jax.errors import InputError
+from medsr_jax.io import images
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6, window_size=4)
@@ -27,17 +31,39 @@ SCALE = 2
 H, W = 10, 12  # in-plane size of every test input: (H, W) images, volume slices (Y, X) = (H, W)
 
 
-@pytest.fixture(scope='module')
-def model_dir(tmp_path_factory):
-  module = models.build('rdst', scale=SCALE, in_channels=1, **TINY)
+# Tiny arbitrary-scale MIASSR (nominal x4, as the thesis trains it on (1, 4]) and tiny MDSR.
+TINY_META = dict(feature_options={'n_resblocks': 1, 'n_feats': 8}, weight_hidden=16)
+META_SCALE = 4.0
+TINY_MDSR = dict(n_resblocks=1, n_feats=8)
+
+
+def _export(tmp_path_factory, name, scale, kwargs, extra=None, std=0.05):
+  """An export of model `name` with random N(0, std^2) parameters (no training)."""
+  module = models.build(name, scale=scale, in_channels=1, **kwargs)
   shapes = export.expected_shapes(module)
   rng = np.random.default_rng(0)
-  flat = {k.split('/', 1)[1]: (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+  flat = {k.split('/', 1)[1]: (std * rng.standard_normal(v.shape)).astype(np.float32)
           for k, v in shapes.items() if k.startswith('params/')}
-  d = tmp_path_factory.mktemp('model') / 'export'
-  export.save_export(str(d), model_name='rdst', model_kwargs=TINY, scale=SCALE, in_channels=1,
-                     params=export.unflatten_params(flat), extra={'step': 1})
+  d = tmp_path_factory.mktemp(name) / 'export'
+  export.save_export(str(d), model_name=name, model_kwargs=kwargs, scale=scale, in_channels=1,
+                     params=export.unflatten_params(flat), extra=extra)
   return d
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+  return _export(tmp_path_factory, 'rdst', SCALE, TINY, extra={'step': 1})
+
+
+@pytest.fixture(scope='module')
+def meta_dir(tmp_path_factory):
+  # Larger weights than RDST's, so that the clipped output is not (nearly) constant.
+  return _export(tmp_path_factory, 'miassr', META_SCALE, TINY_META, std=0.2)
+
+
+@pytest.fixture(scope='module')
+def mdsr_dir(tmp_path_factory):
+  return _export(tmp_path_factory, 'mdsr', 2, TINY_MDSR)
 
 
 def cli(capsys, **kw):
@@ -279,3 +305,206 @@ def test_bad_inputs(tmp_path, model_dir, capsys):
     assert len(lines) == 1 and lines[0].startswith('error: '), (case, err)
     assert message in lines[0], (case, lines[0])
     assert _listing(inputs) == before, case  # no output, no temporary left behind
+
+
+# ------------------------------------------------------------------------------------------------
+# --scale: arbitrary-scale (meta) models at non-integer scales, and what other models refuse.
+
+
+def _sizes(n, s):
+  return int(s * n)
+
+
+def _nearest_at(s):
+  """A "model" at scale s: output pixel (i, j) is input pixel (floor(i / s), floor(j / s))."""
+  def sr(slices):
+    _, h, w = slices.shape
+    rows = np.floor(np.arange(_sizes(h, s)) / s).astype(int)
+    cols = np.floor(np.arange(_sizes(w, s)) / s).astype(int)
+    return slices[:, rows][:, :, cols]
+  return sr
+
+
+@pytest.mark.parametrize('axis', [0, 1, 2])
+def test_volume_slices_at_a_non_integer_scale(axis):
+  s = 2.5
+  vol = np.random.default_rng(11).random((5, 3, 7)) * 50 - 3
+  out = infer.super_resolve(vol, _nearest_at(s), axis=axis, transpose_2d=False)
+  index = []
+  for i, n in enumerate(vol.shape):
+    index.append(np.arange(n) if i == axis else np.floor(np.arange(_sizes(n, s)) / s).astype(int))
+  want = vol[np.ix_(*index)]
+  assert out.shape == want.shape
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_png_at_2_5(tmp_path, meta_dir, capsys):
+  h, w = 7, 9
+  arr = (np.random.default_rng(12).random((h, w)) * 200 + 20).astype(np.uint8)
+  PILImage.fromarray(arr).save(tmp_path / 'in.png')
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.png',
+                  output=tmp_path / 'out.png', scale=2.5)
+  assert code == 0, err
+  with PILImage.open(tmp_path / 'out.png') as im:
+    assert im.mode == 'L'
+    out = np.asarray(im)
+  assert out.shape == (17, 22)  # int(2.5 * 7) x int(2.5 * 9)
+  _check_range(out.astype(float), arr.min(), arr.max(), tol=1)
+  assert 'note:' not in err
+
+
+def _world_box(affine, shape):
+  """World coordinates of the 8 outer corners of a 3-D voxel grid and of its centre."""
+  corners = [[-0.5 if c == 0 else n - 0.5 for c, n in zip(bits, shape)]
+             for bits in np.ndindex(2, 2, 2)]
+  points = np.array(corners + [[(n - 1) / 2 for n in shape]])
+  return points @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def test_nifti_volume_at_2_5_overlays_the_input(tmp_path, meta_dir, capsys):
+  shape = (45, 7, 3)  # X = 45 becomes 112 at x2.5 (not 112.5), Y = 7 becomes 17
+  vol = np.random.default_rng(13).integers(0, 900, size=shape).astype(np.int16)
+  affine = _nifti(tmp_path / 'in.nii.gz', vol)
+  traces = infer.trace_count
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.nii.gz',
+                  output=tmp_path / 'out.nii.gz', axis=2, batch_size=2, scale=2.5)
+  assert code == 0, err
+  assert infer.trace_count - traces == 1
+  o = nib.load(tmp_path / 'out.nii.gz')
+  assert o.shape == (112, 17, 3) and o.get_data_dtype() == np.int16
+  zooms = (0.9 * 45 / 112, 1.1 * 7 / 17, 2.5)  # the exact in / out ratio, not 1 / 2.5
+  np.testing.assert_allclose(o.header.get_zooms(), zooms, rtol=1e-6)
+  for got in (o.affine, o.header.get_qform(), o.header.get_sform()):
+    np.testing.assert_allclose(np.abs(np.diag(got)[:3]), zooms, rtol=1e-6)
+    # Same field of view and centre in world space (much closer than a voxel).
+    np.testing.assert_allclose(_world_box(got, o.shape), _world_box(affine, shape), atol=1e-4)
+  _check_range(o.get_fdata(), vol.min(), vol.max(), tol=1)
+
+
+def test_npy_volume_at_2_5(tmp_path, meta_dir, capsys):
+  vol = np.random.default_rng(14).random((3, 7, 9)) * 10 - 5
+  np.save(tmp_path / 'in.npy', vol)
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'out.npy', axis=0, scale=2.5)
+  assert code == 0, err
+  out = np.load(tmp_path / 'out.npy')
+  assert out.shape == (3, 17, 22) and out.dtype == np.float32
+  _check_range(out, vol.min(), vol.max(), tol=1e-5)
+
+
+def test_analyze_at_2_5(tmp_path, meta_dir, capsys):
+  shape = (9, 7, 2, 1)
+  vol = np.random.default_rng(15).integers(0, 3000, size=shape).astype(np.int16)
+  hdr = nib.AnalyzeHeader(endianness='>')
+  hdr.set_data_dtype(np.int16)
+  hdr.set_data_shape(shape)
+  hdr.set_zooms((1.2, 1.0, 3.0, 1.0))
+  nib.AnalyzeImage(vol, None, header=hdr).to_filename(str(tmp_path / 'in.hdr'))
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.img',
+                  output=tmp_path / 'out.img', axis=2, scale=2.5)
+  assert code == 0, err
+  assert _listing(tmp_path) == ['in.hdr', 'in.img', 'out.hdr', 'out.img']
+  o = nib.load(tmp_path / 'out.hdr')
+  assert o.shape == (22, 17, 2, 1) and o.get_data_dtype() == np.dtype('>i2')
+  np.testing.assert_allclose(o.header.get_zooms(), (1.2 * 9 / 22, 7 / 17, 3.0, 1.0), rtol=1e-6)
+  i = nib.load(tmp_path / 'in.hdr')
+  np.testing.assert_allclose(_world_box(o.affine, o.shape[:3]), _world_box(i.affine, shape[:3]),
+                             atol=1e-4)
+  _check_range(o.get_fdata(), vol.min(), vol.max(), tol=1)
+
+
+def test_meta_model_default_and_above_training_range(tmp_path, meta_dir, capsys):
+  np.save(tmp_path / 'in.npy', np.random.default_rng(16).random((H, W)))
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'default.npy')
+  assert code == 0, err
+  assert np.load(tmp_path / 'default.npy').shape == (4 * H, 4 * W)  # the export's scale
+  assert 'note:' not in err
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'x4.5.npy', scale=4.5)
+  assert code == 0, err
+  assert np.load(tmp_path / 'x4.5.npy').shape == (int(4.5 * H), int(4.5 * W))
+  notes = [line for line in err.splitlines() if line.startswith('note:')]
+  assert len(notes) == 1 and 'x4' in notes[0] and 'x4.5' in notes[0], err
+
+
+def test_fixed_scale_model_refuses_another_scale(tmp_path, model_dir, capsys, monkeypatch):
+  np.save(tmp_path / 'in.npy', np.random.default_rng(17).random((H, W)))
+  code, err = cli(capsys, model_dir=model_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'own.npy', scale=float(SCALE))  # its own scale is fine
+  assert code == 0, err
+  assert np.load(tmp_path / 'own.npy').shape == (SCALE * H, SCALE * W)
+  os.remove(tmp_path / 'own.npy')
+
+  def heavy(*args, **kwargs):
+    raise AssertionError('the scale must be checked before the input or the model is read')
+
+  monkeypatch.setattr(images, 'read_image', heavy)
+  monkeypatch.setattr(export, 'load_export', heavy)
+  for scale, shown in ((2.5, 'x2.5'), (3, 'x3')):
+    code, err = cli(capsys, model_dir=model_dir, input=tmp_path / 'in.npy',
+                    output=tmp_path / 'out.npy', scale=scale)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == (f"error: model 'rdst' is a fixed-scale x{SCALE} model; it cannot "
+                        f"super-resolve {shown} (use an arbitrary-scale model such as miassr, or "
+                        "evaluate it with the up-and-down protocol: python -m medsr_jax.evaluate)")
+    assert _listing(tmp_path) == ['in.npy']
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.5, -2.0, math.nan, math.inf])
+def test_scale_must_be_finite_and_above_one(tmp_path, meta_dir, capsys, scale):
+  np.save(tmp_path / 'in.npy', np.random.default_rng(18).random((H, W)))
+  code, err = cli(capsys, model_dir=meta_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'out.npy', scale=scale)
+  lines = err.strip().splitlines()
+  assert code == 2 and len(lines) == 1, err
+  assert lines[0] == f'error: --scale must be a finite number > 1, got {scale}'
+  assert _listing(tmp_path) == ['in.npy']
+
+
+def test_mdsr_takes_its_own_scales_only(tmp_path, mdsr_dir, capsys):
+  np.save(tmp_path / 'in.npy', np.random.default_rng(19).random((H, W)))
+  code, err = cli(capsys, model_dir=mdsr_dir, input=tmp_path / 'in.npy',
+                  output=tmp_path / 'x3.npy', scale=3)
+  assert code == 0, err
+  assert np.load(tmp_path / 'x3.npy').shape == (3 * H, 3 * W)
+  for scale in (2.5, 5):
+    code, err = cli(capsys, model_dir=mdsr_dir, input=tmp_path / 'in.npy',
+                    output=tmp_path / 'out.npy', scale=scale)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == f"error: model 'mdsr' (MDSR) super-resolves x2, 3 or 4 only, not x{scale:g}"
+  assert _listing(tmp_path) == ['in.npy', 'x3.npy']
+
+
+def test_resolve_scale_rules():
+  """The scale rules without running anything (Meta-MDSR: ceil(s) must be one of its heads)."""
+  meta_mdsr = models.build('meta_mdsr', scale=4.0, feature_options={'n_resblocks': 1,
+                                                                     'n_feats': 8})
+  config = {'model': 'meta_mdsr', 'scale': 4.0}
+  assert infer.resolve_scale(config, meta_mdsr, 3.5) == 3.5
+  assert infer.resolve_scale(config, meta_mdsr, None) == 4.0
+  with pytest.raises(InputError, match=r"'meta_mdsr' cannot super-resolve x4.5: its MDSR feature "
+                                       r'extractor needs ceil\(scale\) to be 2, 3 or 4'):
+    infer.resolve_scale(config, meta_mdsr, 4.5)
+  miassr = models.build('miassr', scale=4.0, **TINY_META)
+  notes = []
+  assert infer.resolve_scale({'model': 'miassr', 'scale': 4.0}, miassr, 7.25, notes.append) == 7.25
+  assert len(notes) == 1 and notes[0].startswith('note: miassr was trained on scales up to x4')
+  assert infer.resolve_scale({'model': 'miassr', 'scale': 4.0}, miassr, 4.0, notes.append) == 4.0
+  assert len(notes) == 1
+  rdst = models.build('rdst', scale=4, **TINY)
+  assert infer.resolve_scale({'model': 'rdst', 'scale': 4}, rdst, 4.0) == 4
+  assert infer.zoom_factors((45, 7, 3), (112, 17, 3)) == [112 / 45, 17 / 7, 1.0]
+
+
+def test_command_line_scale(tmp_path, meta_dir):
+  np.save(tmp_path / 'in.npy', np.random.default_rng(20).random((7, 9)))
+  cmd = [sys.executable, '-m', 'medsr_jax.infer', f'--model_dir={meta_dir}', '--scale=2.5',
+         f'--input={tmp_path / "in.npy"}', f'--output={tmp_path / "out.npy"}']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  ok = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr
+  assert np.load(tmp_path / 'out.npy').shape == (17, 22)
+  assert ok.stdout.strip().endswith('(17, 22) (x2.5)')

@@ -179,6 +179,23 @@ def batch_shapes(global_batch_size: int, *, scales: Sequence[float] = THESIS_SCA
   return out
 
 
+def scales_from_config(data_config: Any) -> tuple[float, ...]:
+  """`config.data.scales`, or the thesis' 30 when empty."""
+  return _check_scales(tuple(data_config.scales) or THESIS_SCALES)
+
+
+def hr_patch_from_config(data_config: Any) -> int:
+  """The HR patch side P = int(lr_patch * max(scales)) (96 for MIASSR)."""
+  return pipeline.hr_patch_size(int(data_config.lr_patch), max(scales_from_config(data_config)))
+
+
+def schedule_from_config(data_config: Any, seed: int) -> ScaleSchedule:
+  """The `ScaleSchedule` `dataset_from_config` uses: the trainer reads a batch's scale from it
+  (on the host, without looking at the batch) to pick the step compiled for that scale."""
+  return ScaleSchedule(scales_from_config(data_config), schedule_seed(seed),
+                       str(data_config.get('scale_schedule', 'permutation')))
+
+
 def dataset_from_config(data_config: Any, source: Any, *, seed: int, process_index: int = 0,
                         process_count: int = 1) -> grain.MapDataset:
   """`make_train_dataset` from `config.data`: scales, scale_schedule, lr_patch, blur, noise.
@@ -186,8 +203,8 @@ def dataset_from_config(data_config: Any, source: Any, *, seed: int, process_ind
   Empty `scales` means the thesis' 30. The HR patch is int(lr_patch * max(scales)) (24 * 4.0 =
   96, MIASSR's patch_size).
   """
-  scales = tuple(data_config.scales) or THESIS_SCALES
-  hr_patch = pipeline.hr_patch_size(int(data_config.lr_patch), max(scales))
+  scales = scales_from_config(data_config)
+  hr_patch = hr_patch_from_config(data_config)
   return make_train_dataset(
       source, global_batch_size=int(data_config.global_batch_size), seed=seed,
       process_index=process_index, process_count=process_count, scales=scales,

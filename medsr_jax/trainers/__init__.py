@@ -3,6 +3,8 @@
   'sr'   fixed-scale pixel (+ VGG) training            trainers/sr.py
   'gan'  generator + discriminator, WGAN-GP and kin      trainers/gan.py
   'detector'  the lesion detector of chapter 3 (ROI centre regression)  trainers/detector.py
+  'arbitrary_scale'  MIASSR / Meta-* models, one scale per batch (chapter 4)
+                                                         trainers/arbitrary_scale.py
 
 Each module defines `Trainer`, a class the shared loop (`trainers/loop.py`) drives. Add a regime
 by writing `trainers/<name>.py` with a `Trainer` (usually a subclass of `sr.SRTrainer`) and
@@ -16,7 +18,8 @@ import importlib
 from medsr_jax.errors import InputError
 
 _MODULES = {"sr": "medsr_jax.trainers.sr", "gan": "medsr_jax.trainers.gan",
-            "detector": "medsr_jax.trainers.detector"}
+            "detector": "medsr_jax.trainers.detector",
+            "arbitrary_scale": "medsr_jax.trainers.arbitrary_scale"}
 
 
 def available() -> list[str]:

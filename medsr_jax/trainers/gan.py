@@ -36,7 +36,7 @@ Run `python -m pytest tests/test_gan.py`.
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +60,11 @@ def discriminator_forward(model):
   return lambda params, model_state, x: forward(params, model_state, x, None)
 
 
-def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: float):
-  """`update(d_player, hr, fake, rng) -> (d_player, metrics)`: one guarded D step."""
+def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: float,
+                  loss_scale: Optional[float] = None):
+  """`update(d_player, hr, fake, rng) -> (d_player, metrics)`: one guarded D step.
+
+  `loss_scale` (HR size / LR size of the batch) is the fake label of 'scalegan'."""
   critic = discriminator_forward(d_model)
   penalty = adversarial.uses_penalty(kind)
   post_update = adversarial.clip_weights if adversarial.clips_weights(kind) else None
@@ -69,7 +72,7 @@ def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: f
   def d_objective(params, model_state, hr, fake, rng):
     d_fake, model_state = critic(params, model_state, fake)
     d_real, model_state = critic(params, model_state, hr)
-    loss = adversarial.discriminator_loss(kind, d_real, d_fake)
+    loss = adversarial.discriminator_loss(kind, d_real, d_fake, scale=loss_scale)
     aux = {"d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake)}
     if penalty:
       alpha = adversarial.sample_alpha(rng, hr.shape[0], hr.dtype)
@@ -93,17 +96,20 @@ def make_d_update(d_model, kind: str, tx, *, gp_weight: float, loss_threshold: f
 
 def make_gan_step(g_model, d_model, g_loss, g_tx, d_tx, *, kind: str, gp_weight: float,
                   loss_threshold: float, ema_decay: float, update_generator: bool, name: str,
-                  all_outputs: bool = False):
+                  all_outputs: bool = False, scale: Optional[float] = None,
+                  loss_scale: Optional[float] = None):
   """`step(state, batch, frozen) -> (state, metrics)`: D update, then (optionally) G update.
 
   `g_loss(sr, batch, frozen, critic)` is the generator's `objectives.output_loss`. The generator
   runs forward once per iteration: its output feeds the D update (without gradient) and, through
   the saved `jax.vjp`, the G update against the freshly updated D. With `all_outputs` `g_loss`
   gets every output of a multi-scale generator (MS-GAN's (x2, x4)); D sees the final image only.
+  `scale` is the static scale a scale-taking generator runs at (arbitrary-scale training: the
+  batch's); `loss_scale` the batch's HR / LR size ratio for 'scalegan'.
   """
-  g_forward = step_lib.model_forward(g_model, all_outputs=all_outputs)
+  g_forward = step_lib.model_forward(g_model, scale=scale, all_outputs=all_outputs)
   d_update = make_d_update(d_model, kind, d_tx, gp_weight=gp_weight,
-                           loss_threshold=loss_threshold)
+                           loss_threshold=loss_threshold, loss_scale=loss_scale)
   critic = discriminator_forward(d_model)
 
   def step(state, batch, frozen=None):
@@ -135,6 +141,7 @@ def make_gan_step(g_model, d_model, g_loss, g_tx, d_tx, *, kind: str, gp_weight:
       metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
                      learning_rate=state_lib.learning_rate(state["players"][G]),
                      skipped=(~ok).astype(jnp.int32), **aux)
+    metrics.update(step_lib.batch_scale(batch))
     new_state = dict(state, step=state["step"] + 1, rng=jax.random.key_data(rng),
                      players={**state["players"], G: g, D: d})
     return new_state, metrics
@@ -161,7 +168,7 @@ class GANTrainer(sr.SRTrainer):
     gan = self.config.gan
     if gan.kind not in adversarial.KINDS:
       raise InputError(f"gan.kind {gan.kind!r} is not one of {', '.join(adversarial.KINDS)}")
-    if gan.kind == "scalegan":
+    if gan.kind == "scalegan" and not self.per_batch_scales:
       raise InputError("gan.kind 'scalegan' needs per-batch scales: it belongs to the "
                        "arbitrary-scale trainer, not to fixed-scale 'gan'")
     if gan.d_optimizer not in D_OPTIMIZERS:
@@ -214,23 +221,31 @@ class GANTrainer(sr.SRTrainer):
     first, _ = schedule.stage_bounds(self.stages)[stage_idx]
     n_critic = int(self.config.gan.n_critic)
     update_generator = (step - first + 1) % n_critic == 0
-    key = (stage_idx, update_generator)
+    scale = self.step_scale(step)
+    key = (stage_idx, scale, update_generator)
     if key not in self._steps:
       gan, train = self.config.gan, self.config.train
       kind = gan.kind
       terms = objectives.stage_terms(self.stages[stage_idx])
+      loss_scale = self.batch_size_ratio(step)
       raw = make_gan_step(
           self.model, self.d_model,
           objectives.output_loss(
               terms, self.config.train.get("perceptual", {}),
-              adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f)),
+              adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f,
+                                                                       scale=loss_scale)),
           self.optimizer(G, stage_idx), self.optimizer(D, stage_idx), kind=kind,
           gp_weight=float(gan.gp_weight), loss_threshold=train.loss_threshold,
           ema_decay=train.ema_decay, update_generator=update_generator,
-          name=f"stage{stage_idx}_{'dg' if update_generator else 'd'}",
-          all_outputs=objectives.INTERMEDIATE_TERM in terms)
+          name=self.step_name(stage_idx, scale, "_dg" if update_generator else "_d"),
+          all_outputs=objectives.INTERMEDIATE_TERM in terms, scale=scale, loss_scale=loss_scale)
       self._steps[key] = self.jit(raw)
     return self._steps[key]
+
+  def batch_size_ratio(self, step: int) -> float:
+    """HR size / LR size of the batches at `step` (ScaleGAN's fake label is its inverse)."""
+    del step
+    return float(self.scale)
 
   def start_stage(self, stage_idx: int) -> None:
     if self._is_adversarial(stage_idx) and not any(

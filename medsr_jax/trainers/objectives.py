@@ -107,10 +107,12 @@ def output_loss(terms: dict[str, float], perceptual_options: Optional[dict] = No
 
 
 def generator_objective(model, terms: dict[str, float], perceptual_options: Optional[dict] = None,
-                        adversarial_loss: Optional[AdversarialLoss] = None):
+                        adversarial_loss: Optional[AdversarialLoss] = None, *,
+                        scale: Optional[float] = None):
   """`objective(params, model_state, batch, rng, frozen, critic=None) -> (loss, (aux, state))`:
-  the model's training forward pass followed by `output_loss`."""
-  forward = step_lib.model_forward(model, all_outputs=INTERMEDIATE_TERM in terms)
+  the model's training forward pass (at the static `scale` for scale-taking models; default
+  their own) followed by `output_loss`."""
+  forward = step_lib.model_forward(model, scale=scale, all_outputs=INTERMEDIATE_TERM in terms)
   loss = output_loss(terms, perceptual_options, adversarial_loss)
 
   def objective(params, model_state, batch, rng, frozen=None, critic: Optional[Critic] = None):

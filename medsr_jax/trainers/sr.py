@@ -59,8 +59,8 @@ def _check_channels(source, in_channels: int) -> None:
 def init_from_variables(directory: str, model_name: str) -> dict:
   """The exported variables of `directory` (an export dir, or a run dir with `export/`)."""
   path = pathlib.Path(directory)
-  if not (path / export.CONFIG_FILE).is_file() and (path / "export").is_dir():
-    path = path / "export"
+  if (path / "export" / export.CONFIG_FILE).is_file():  # a run directory (its own config.json
+    path = path / "export"                              # is the run's, not an export's)
   _, variables, cfg = export.load_export(str(path))
   if cfg["model"] != model_name:
     raise InputError(f"init_from {path} holds model {cfg['model']!r}, this run trains "
@@ -73,6 +73,7 @@ class SRTrainer:
 
   name = "sr"
   best_metric, best_mode = "val_psnr", "max"
+  per_batch_scales = False  # the arbitrary-scale trainer: one static scale per batch
   loss_terms = (objectives.PIXEL_TERMS + (objectives.INTERMEDIATE_TERM,)
                 + objectives.PERCEPTUAL_TERMS)
 
@@ -88,10 +89,7 @@ class SRTrainer:
     self.total_steps = config_lib.total_steps(config)
     self.scale = float(config.model.scale)
     self.train_iter = self._make_train_iterator()
-    if self.roi is not None:
-      self.val_set = lesion.eval_set(self.roi_source("val"), self.roi)
-    else:
-      self.val_lr, self.val_hr, _ = self.eval_pairs("val")
+    self.load_validation()
     self.predict = evaluate.Predictor(self.model, config.data.eval_batch_size)
     self.frozen = self._load_frozen()
     self.state = self._init_state()
@@ -102,13 +100,18 @@ class SRTrainer:
   # ----- config -----------------------------------------------------------------------------
   def check_config(self) -> None:
     """InputError for config fields this trainer would silently ignore."""
-    if tuple(self.config.data.scales):
-      raise InputError(f"data.scales is set ({tuple(self.config.data.scales)}) but trainer "
-                       f"{self.name!r} trains one fixed scale (model.scale); clear data.scales")
+    self.check_scales()
     objectives.check_terms(self.config.train.stages, self.loss_terms, self.name)
     if self.name == "sr" and "gan" in self.config:
       raise InputError("the config has a 'gan' section but trainer 'sr' trains no "
                        "discriminator: set --config.trainer=gan")
+
+  def check_scales(self) -> None:
+    """A fixed-scale trainer has no `data.scales` (the arbitrary-scale trainer overrides this)."""
+    if tuple(self.config.data.scales):
+      raise InputError(f"data.scales is set ({tuple(self.config.data.scales)}) but trainer "
+                       f"{self.name!r} trains one fixed scale (model.scale); clear data.scales "
+                       "or use --config.trainer=arbitrary_scale")
 
   def _check_intermediate(self) -> None:
     """The 'mse_x2' term needs a multi-scale generator and ROI batches (which carry 'hr2')."""
@@ -200,6 +203,13 @@ class SRTrainer:
                                    prefetch_buffer_size=c.prefetch_buffer_size,
                                    num_workers=c.num_workers)
 
+  def load_validation(self) -> None:
+    """The validation data `validate` scores: ROIs, or whole-slice (LR, HR) pairs."""
+    if self.roi is not None:
+      self.val_set = lesion.eval_set(self.roi_source("val"), self.roi)
+    else:
+      self.val_lr, self.val_hr, _ = self.eval_pairs("val")
+
   def eval_pairs(self, split: str):
     """Whole-slice (LR, HR, slice ids) of a split, by the thesis' test protocol (spec §4.4)."""
     source = sources.source_from_config(self.config.data, split)
@@ -214,8 +224,8 @@ class SRTrainer:
   # ----- state ------------------------------------------------------------------------------
   def optimizer(self, player: str, stage_idx: int):
     """The optimiser of `player` for stage `stage_idx`."""
-    del player
-    return step_lib.make_optimizer(self.config.train, self.stages[stage_idx])
+    freeze = step_lib.parse_freeze(self.config.train.get("freeze", "")) if player == G else ()
+    return step_lib.make_optimizer(self.config.train, self.stages[stage_idx], freeze=freeze)
 
   def init_players(self, rng: jax.Array, start: dict | None) -> dict[str, dict]:
     """The players at step 0 (traced inside `jax.jit`); subclasses add theirs. `start`: the
@@ -248,7 +258,21 @@ class SRTrainer:
     state = jax.jit(init, out_shardings=shardings)(start)
     if c.get("init_from_players", "g") == "all":
       state = self._players_from_run(state, c.init_from)
+    self._report_freeze(state["players"][G]["params"])
     return state
+
+  def _report_freeze(self, params) -> None:
+    """Checks `train.freeze` against the model and says how much of it still trains."""
+    freeze = step_lib.parse_freeze(self.config.train.get("freeze", ""))
+    if not freeze:
+      return
+    step_lib.check_freeze(params, freeze)
+    labels = step_lib.freeze_labels(params, freeze)
+    frozen = sum(int(np.prod(p.shape)) for p, l in zip(jax.tree.leaves(params),
+                                                        jax.tree.leaves(labels)) if l == "frozen")
+    total = models.count_params(params)
+    print(f"frozen: {', '.join(freeze)} ({frozen:,} of {total:,} generator parameters); "
+          f"training {total - frozen:,}", flush=True)
 
   def _players_from_run(self, state: dict, run_dir: str) -> dict:
     """Every player's params, model state and EMA from `run_dir`'s latest checkpoint."""
@@ -291,21 +315,33 @@ class SRTrainer:
                                sharding.replicated(self.mesh), frozen_sh)
     return lambda state, batch: jitted(state, batch, self.frozen)
 
-  def generator_objective(self, stage_idx: int):
+  def generator_objective(self, stage_idx: int, scale: float | None = None):
     return objectives.generator_objective(
         self.model, objectives.stage_terms(self.stages[stage_idx]),
-        self.config.train.get("perceptual", {}))
+        self.config.train.get("perceptual", {}), scale=scale)
+
+  def step_scale(self, step: int) -> float | None:
+    """The static scale the model runs at in global `step` (None: its own; the arbitrary-scale
+    trainer returns the batch's scale)."""
+    del step
+    return None
+
+  @staticmethod
+  def step_name(stage_idx: int, scale: float | None, suffix: str = "") -> str:
+    """The step's name in `step.TRACE_COUNTS`: 'stage0', 'stage1_dg', 'stage1_x2.5_d', ..."""
+    return f"stage{stage_idx}" + ("" if scale is None else f"_x{scale:g}") + suffix
 
   def train_step(self, stage_idx: int, step: int):
-    """The jitted step of a stage, compiled once and reused."""
-    del step
-    if stage_idx not in self._steps:
+    """The jitted step of a stage (and scale), compiled once and reused."""
+    scale = self.step_scale(step)
+    key = (stage_idx, scale)
+    if key not in self._steps:
       raw = step_lib.make_train_step(
-          self.generator_objective(stage_idx), self.optimizer(G, stage_idx),
+          self.generator_objective(stage_idx, scale), self.optimizer(G, stage_idx),
           loss_threshold=self.config.train.loss_threshold,
-          ema_decay=self.config.train.ema_decay, name=f"stage{stage_idx}")
-      self._steps[stage_idx] = self.jit(raw)
-    return self._steps[stage_idx]
+          ema_decay=self.config.train.ema_decay, name=self.step_name(stage_idx, scale))
+      self._steps[key] = self.jit(raw)
+    return self._steps[key]
 
   def progress_fields(self, metrics: dict) -> dict:
     return dict(loss=float(metrics["loss"]), lr=float(metrics["learning_rate"]))

@@ -44,12 +44,50 @@ Objective = Callable[[Any, dict, dict, jax.Array, dict], tuple[jax.Array, tuple[
 MUTABLE_COLLECTIONS = ('batch_stats',)
 
 
-def make_optimizer(train_config, stage) -> optax.GradientTransformation:
-  """Adam (PyTorch semantics: L2 weight decay added to the gradient) with the stage's schedule."""
+def parse_freeze(text: Any) -> tuple[str, ...]:
+  """`train.freeze` ('feature_extractor', 'a,b/c' or a sequence) as a tuple of param paths."""
+  items = text.split(",") if isinstance(text, str) else list(text or ())
+  return tuple(str(t).strip().strip("/") for t in items if str(t).strip())
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def freeze_labels(params: Any, freeze: tuple[str, ...]) -> Any:
+  """'frozen' for every leaf under one of the `freeze` paths ('feature_extractor', or a deeper
+  'feature_extractor/head'), 'trained' for the rest."""
+  def label(path, _):
+    name = _path_name(path)
+    return "frozen" if any(name == f or name.startswith(f + "/") for f in freeze) else "trained"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def check_freeze(params: Any, freeze: tuple[str, ...]) -> None:
+  """InputError for a `train.freeze` path that names no parameter of the model."""
+  from medsr_jax.errors import InputError  # pylint: disable=import-outside-toplevel
+  names = [_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for f in freeze:
+    if not any(n == f or n.startswith(f + "/") for n in names):
+      top = sorted({n.split("/", 1)[0] for n in names})
+      raise InputError(f"train.freeze names {f!r}, which is not a parameter path of this model; "
+                       f"its top-level parameter groups: {', '.join(top)}")
+
+
+def make_optimizer(train_config, stage, *, freeze: tuple[str, ...] = ()
+                   ) -> optax.GradientTransformation:
+  """Adam (PyTorch semantics: L2 weight decay added to the gradient) with the stage's schedule.
+
+  `freeze`: param paths whose updates are exactly zero (transfer learning with a fixed feature
+  extractor, thesis §4.3.3; the reference's `requires_grad_(False)`); they get no Adam state.
+  """
   def adam(learning_rate):
     tx = optax.adam(learning_rate, b1=train_config.b1, b2=train_config.b2, eps=train_config.eps)
     if train_config.weight_decay:
       tx = optax.chain(optax.add_decayed_weights(train_config.weight_decay), tx)
+    if freeze:
+      tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
+                                 lambda params: freeze_labels(params, freeze))
     return tx
   if train_config.optimizer != "adam":
     raise ValueError(f"unsupported optimizer {train_config.optimizer!r} (only 'adam')")
@@ -112,10 +150,15 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
                      players={**state["players"], player: new})
     metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
                    learning_rate=state_lib.learning_rate(me),
-                   skipped=(~ok).astype(jnp.int32), **aux)
+                   skipped=(~ok).astype(jnp.int32), **aux, **batch_scale(batch))
     return new_state, metrics
 
   return step
+
+
+def batch_scale(batch: dict) -> dict:
+  """{'scale': the batch's scale} for arbitrary-scale batches (logged per step), else {}."""
+  return {"scale": jnp.mean(batch["scale"])} if "scale" in batch else {}
 
 
 def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_shardings=None):

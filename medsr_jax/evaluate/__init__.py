@@ -9,8 +9,17 @@ all slices, for bicubic interpolation and for the model, as a markdown table.
 compilation serves every batch of the same slice size; it calls the model through
 `models.registry.call_model` and keeps its primary output (ms_gan: the final x4 image).
 
+Evaluation at any scale (thesis ch. 4, §4.3.4, §4.4) lives in `medsr_jax.evaluate.scales`
+(imported on demand, `from medsr_jax.evaluate import scales`; this package never imports it), and
+`python -m medsr_jax.evaluate` is its command line (`evaluate/__main__.py`):
+
+  python -m medsr_jax.evaluate --workdir=runs/miassr [--scales=1.1:4.0:0.1] [--split=test]
+  python -m medsr_jax.evaluate --workdir=runs/miassr,runs/meta_rdn --scales=1.5,2,2.5,3,3.5,4
+  python -m medsr_jax.evaluate --model_dir=exports/edsr_x4 --scales=1.5,2.5,3.5
+
 Run the checks with:
-  .venv/bin/python -m pytest -q tests/test_call_model.py tests/test_infer.py
+  .venv/bin/python -m pytest -q tests/test_call_model.py tests/test_infer.py \\
+      tests/test_evaluate_scales.py
 """
 
 from __future__ import annotations
