@@ -17,10 +17,12 @@ The thesis recipe (§4.3.3; reference spec §2.2, §4.3, §5.11, §7.4), the def
   * stage 1 'warmup': 1e5 steps of L1; stage 2 'gan': 1e5 steps of
     lambda L1 + eta VGG22 + gamma adversarial with lambda = 1, eta = 0.006 (VGG-19 conv2_2 before
     the ReLU, per-modality mean for multi-channel input) and gamma = 0.001;
-  * adversarial loss: WGAN-GP (the thesis' choice, Fig. 4.10) with the no-BN SRGAN-style critic
-    (`wgan_gp_d`, 7 down-sampling blocks, LeakyReLU 0.2) and the reference's critic optimiser
-    Adam(1e-5, betas (0, 0.9)); `gan=vanilla` is the published ini's GAN (BCE, BN in D, the
-    generator's optimiser: spec §7.4's trap), `gan=scalegan` the code's scale-label loss;
+  * adversarial loss: WGAN-GP (the thesis' choice, Fig. 4.10) with the thesis' critic
+    (`miassr_d`: SRGAN-style, 7 down-sampling convs, LeakyReLU 0.2, no BN) and the reference's
+    critic optimiser for GP kinds, Adam(1e-5, betas (0, 0.9)) (the generator's for the others);
+    `code_gan` is what the published ini trains (spec §7.4's trap: its loss key says ScaleGAN
+    but gan_type='GAN' runs the vanilla BCE GAN, with BN in D (`srgan_d`) and the generator's
+    optimiser); `gan=scalegan` is the code's scale-label loss itself;
   * evaluation at the six test scales 1.5, 2, ..., 4 (§4.4; `python -m medsr_jax.evaluate`
     for any other scale list).
 The one learning-rate schedule over both stages: stage 2 starts at the rate stage 1 ended with
@@ -36,6 +38,7 @@ Options after the colon (comma separated):
   eta=0.006, gamma=0.001  perceptual and adversarial weights (Tables 4.5, 4.6); 'inf' = that term
                           alone (no L1, no other term), 0 = without it
   gan=wgan_gp|vanilla|ragan|wgan|scalegan   the adversarial loss (Fig. 4.10)
+  code_gan                the published ini's adversarial set-up (vanilla GAN, D with BN)
   transfer                fine-tune a pre-trained model on another dataset: the full loss for 1e4
                           steps (§4.3.3); give --config.init_from=RUN and --config.data.path;
                           add --config.train.freeze=feature_extractor to fix the feature extractor
@@ -93,13 +96,14 @@ def gan_losses(eta, gamma) -> dict:
   return {k: v for k, v in {'l1': 1.0, 'vgg22': eta, 'adv': gamma}.items() if v}
 
 
-def gan_section(kind: str, hr_size: int, in_channels: int):
-  """`config.gan`: WGAN-GP kinds get the no-BN critic and Adam(1e-5, (0, 0.9)) (spec §7.4);
-  the others the SRGAN-style D with BN and the generator's optimiser, as the reference."""
+def gan_section(kind: str, hr_size: int, in_channels: int, *, batch_norm: bool = False):
+  """`config.gan`: the thesis' no-BN critic `miassr_d` (`batch_norm`: the code's `srgan_d`);
+  GP kinds train it with Adam(1e-5, (0, 0.9)), the others with the generator's optimiser, as the
+  reference (spec §7.4)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   if kind not in GAN_KINDS:
     raise ValueError(f'gan must be one of {GAN_KINDS}, got {kind!r}')
-  d_name = 'wgan_gp_d' if adversarial.uses_penalty(kind) else 'srgan_d'
+  d_name = 'srgan_d' if batch_norm else 'miassr_d'
   return ml_collections.ConfigDict(dict(
       kind=kind, n_critic=1, gp_weight=adversarial.GP_WEIGHT, d_optimizer='auto',
       d_learning_rate=1e-5, d_b1=0.0, d_b2=0.9,
@@ -109,8 +113,8 @@ def gan_section(kind: str, hr_size: int, in_channels: int):
 
 def get_config(arg=None):
   opts = config_lib.parse_arg(arg, stage='full', model='miassr', w=64, b=16, eta=str(ETA),
-                              gamma=str(GAMMA), gan='wgan_gp', transfer=False, multimodal=False,
-                              demo=False)
+                              gamma=str(GAMMA), gan='wgan_gp', code_gan=False, transfer=False,
+                              multimodal=False, demo=False)
   if opts.stage not in STAGES:
     raise ValueError(f'stage must be one of {STAGES}, got {opts.stage!r}')
   if opts.model not in MODELS:
@@ -152,7 +156,8 @@ def get_config(arg=None):
   else:
     c.train.stages = [warmup, gan_stage]
   if any('adv' in s.losses for s in c.train.stages):
-    c.gan = gan_section(opts.gan, arbitrary_scale.HR_PATCH, channels)
+    kind = 'vanilla' if opts.code_gan else opts.gan
+    c.gan = gan_section(kind, arbitrary_scale.HR_PATCH, channels, batch_norm=opts.code_gan)
   if opts.demo:
     apply_demo(c)
   return c
@@ -205,6 +210,7 @@ def sweep(add):
     add(config_arg=f'stage=gan,gamma={gamma}', init_from=warmup)
   for kind in ('vanilla', 'ragan', 'wgan'):               # Fig. 4.10
     add(config_arg=f'stage=gan,gan={kind}', init_from=warmup)
+  add(config_arg='stage=gan,code_gan', init_from=warmup)  # the published ini's GAN
   for model in MODELS[1:]:                                # Fig. 4.8 (L1 only)
     add(config_arg=f'stage=warmup,model={model}')
   for model in ('meta_edsr', 'meta_rdn'):                 # Fig. 4.9 (+ miassr above)

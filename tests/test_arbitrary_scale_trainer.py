@@ -133,12 +133,12 @@ def test_miassr_config_options_and_sweep_grid():
   path = REPO / "configs" / "miassr.py"
   c = config_lib.load_config(str(path))
   assert c.trainer == "arbitrary_scale" and c.gan.kind == "wgan_gp"
-  assert c.gan.discriminator.name == "wgan_gp_d" and c.data.blur
+  assert c.gan.discriminator.name == "miassr_d" and c.data.blur
   assert [s.steps for s in c.train.stages] == [100_000, 100_000]
   assert [s.learning_rate for s in c.train.stages] == [1e-4, 2.5e-5]
   assert dict(c.train.stages[1].losses) == {"l1": 1.0, "vgg22": 0.006, "adv": 0.001}
-  code = config_lib.load_config(f"{path}:gan=vanilla")
-  assert code.gan.discriminator.name == "srgan_d"
+  code = config_lib.load_config(f"{path}:code_gan")
+  assert code.gan.discriminator.name == "srgan_d" and code.gan.kind == "vanilla"
   assert dict(config_lib.load_config(f"{path}:stage=gan,eta=inf").train.stages[0].losses) == {
       "vgg22": 1.0}
   assert "gan" not in config_lib.load_config(f"{path}:stage=gan,gamma=0")
