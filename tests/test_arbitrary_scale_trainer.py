@@ -20,7 +20,7 @@ from medsr_jax.errors import InputError
 from medsr_jax.trainers import arbitrary_scale as trainer_lib
 from medsr_jax.trainers import step as step_lib
 from experiments import sweep
-from tests import tiny_miassr_config
+from tests import shard_fixtures, tiny_miassr_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ONE_DEVICE = "mesh=1x1"
@@ -106,6 +106,25 @@ def test_transfer_freezes_the_feature_extractor_and_trains_the_upsampler(tmp_pat
                                     after["params"]["meta_upsampler"]))
   assert not any(up)
   assert set(_per_step(target, "loss_d")) == {1, 2, 3}
+
+
+def test_multimodal_brats_like_shards_report_every_modality(tmp_path):
+  """Four stacked modalities in and out (thesis Fig. 4.7), scores per modality (Table 4.2)."""
+  modalities = ("t1ce", "t1", "t2", "flair")
+  shard_fixtures.write_shards(tmp_path / "shards", dataset="brats", protocol="miassr",
+                              modalities=modalities, with_labels=False,
+                              max_slices={"train": 16, "val": 2, "test": 3})
+  config = tiny_miassr_config.get_config(f"warmup=2,every=2,{ONE_DEVICE}")
+  config.model.in_channels = 4
+  config.data.path = str(tmp_path / "shards")
+  config.data.modalities = modalities
+  main_lib.run(config, str(tmp_path / "run"))
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert results["channels"] == list(modalities)
+  entry = results["per_scale"]["2"]["model"]
+  assert sorted(entry["per_channel"]) == sorted(modalities)
+  table = (tmp_path / "run" / "results.md").read_text()
+  assert all(f"channel {m}" in table for m in modalities), table
 
 
 @pytest.mark.parametrize("change, message", [

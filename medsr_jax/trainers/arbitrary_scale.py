@@ -188,19 +188,24 @@ class ArbitraryScaleMixin:
     return summary
 
   def _write_panels(self, images: np.ndarray, variables) -> dict[str, np.ndarray]:
-    """One panel per evaluation scale of the middle test slice (thesis Fig. 4.3)."""
+    """One panel per evaluation scale (and modality) of the middle test slice (thesis Figs 4.3,
+    4.7)."""
     if not self.config.eval.num_panels:
       return {}
     i = len(images) // 2
+    channels = images.shape[-1]
+    names = tuple(self.config.data.modalities) or tuple(f"c{c}" for c in range(channels))
     written = {}
     for s in self.eval_scales:
       lr, gt = pipeline.make_test_pairs(images[i:i + 1], s, blur=bool(self.config.data.blur))
       sr_image = self.predict_at(variables, lr, s)
       bicubic = evaluate.bicubic_baseline(lr, gt.shape[1:3])
-      name = f"panel_{i:03d}_x{s:g}"
-      written[name] = panels.comparison_panel({"LR": lr[0], "bicubic": bicubic[0],
-                                               "SR": sr_image[0], "HR": gt[0]})
-      panels.save_png(self.workdir / f"{name}.png", written[name])
+      for c in range(channels):
+        name = f"panel_{i:03d}_x{s:g}" + (f"_{names[c]}" if channels > 1 else "")
+        written[name] = panels.comparison_panel(
+            {k: v[0, ..., c] for k, v in (("LR", lr), ("bicubic", bicubic), ("SR", sr_image),
+                                          ("HR", gt))})
+        panels.save_png(self.workdir / f"{name}.png", written[name])
     return written
 
   def describe(self) -> str:
