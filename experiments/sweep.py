@@ -2,6 +2,8 @@
 
   python -m experiments.sweep --config=configs/rdst.py --workdir=runs/rdst_grid          # print
   python -m experiments.sweep --config=configs/rdst.py:demo --workdir=runs/grid --run    # run all
+  python -m experiments.sweep --config=configs/rdst.py --workdir=runs/grid -- \
+      --config.train.frozen.unet=runs/unet/export      # flags after `--` go to every point
 
 A config file declares its grid with `sweep(add)`, calling `add(**{"a.b": value, ...})` once per
 point (see `configs/rdst.py`); a point may also give `config_arg="..."`, the ARGS after the file's
@@ -92,8 +94,10 @@ def main(argv=None):
   parser.add_argument("--config", required=True, help="config file with sweep(add), FILE[:ARGS]")
   parser.add_argument("--workdir", required=True, help="parent of the grid points' workdirs")
   parser.add_argument("--run", action="store_true", help="run the commands here, in turn")
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  extra = [a for a in extra if a != "--"]
   for cmd in commands(args.config, args.workdir):
+    cmd = cmd + extra
     print(shlex.join(cmd), flush=True)
     if args.run:
       subprocess.run(cmd, check=True)

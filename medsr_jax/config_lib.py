@@ -155,6 +155,13 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.train.frozen = ml_collections.ConfigDict()
   c.train.frozen.vgg = ""          # export dir of 'vgg19' (python -m medsr_jax.export --model=vgg19)
   c.train.frozen.detector = ""     # export dir of a trained 'lesion_detector' (data.roi.centres)
+  c.train.frozen.unet = ""         # export dir of a trained 'unet_seg' (segmentation perceptual
+                                   # losses, thesis §5.2.2; configs/unet_seg.py)
+  c.train.unet_loss = ml_collections.ConfigDict(dict(
+      criterion="l1",              # thesis L1 distance; 'mse': the code's 'encoder-L1' (spec §7.5)
+      bn="eval",                   # U-Net in inference mode; 'train': the code's batch statistics
+      layer_division=False,        # True: the code's `loss /= len(layers)` inside the loop (ΣE)
+      classes=()))                 # L_HRL classes; (): all (thesis); (1, 2, 3): 'lesion_only'
   c.train.perceptual = ml_collections.ConfigDict(dict(
       after_relu=False,            # VGG features before the ReLU (reference code, spec §7.2)
       channel_reduce="mean",       # C != 3 channels: mean of per-channel losses (thesis §4.3.3)
@@ -164,6 +171,10 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.eval.num_panels = 4            # PNG panels LR | bicubic | SR | HR | error written at the end
   c.eval.use_ema = True            # evaluate/export the EMA params when EMA is on
   c.eval.method_label = ""         # the model's row in the chapter-3 tables ("": model name)
+  c.eval.unet = ""                 # a 'unet_seg' export: adds Dice (and the medical Frechet
+                                   # distance) to the test table; "": train.frozen.unet if set
+  c.eval.dataset = ""              # Dice regions (metrics.dice.REGIONS): "" = the shards'
+                                   # dataset, 'oasis' for the embedded sample
   c.eval.scales = ()               # arbitrary-scale runs: validation/test scales; (): the
                                    # thesis' six test scales 1.5, 2, ..., 4
 

@@ -35,9 +35,18 @@ def test_prerequisite_warmup_runs_once_and_starts_the_main_run(tmp_path, capsys)
 
 def test_prerequisite_without_a_use_is_rejected(tmp_path):
   config = tiny_config.get_config("steps=1")
-  config.prerequisites = {"unet": f"{TINY}:steps=1"}
+  config.prerequisites = {"segmenter": f"{TINY}:steps=1"}
   with pytest.raises(InputError, match="no use"):
     prerequisites.run_prerequisites(config, tmp_path, lambda c, w: None)
+
+
+def test_prerequisite_whose_slot_is_given_is_not_run(tmp_path, capsys):
+  config = tiny_config.get_config("steps=1")
+  config.prerequisites = {"unet": f"{TINY}:steps=1"}
+  config.train.frozen.unet = "weights/unet"
+  prerequisites.run_prerequisites(config, tmp_path, lambda c, w: pytest.fail("ran"))
+  assert config.train.frozen.unet == "weights/unet"
+  assert "skipped, train.frozen.unet is given" in capsys.readouterr().out
 
 
 def test_checkpoint_of_another_layout_fails_with_one_clear_line(tmp_path):

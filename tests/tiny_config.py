@@ -18,7 +18,8 @@ def get_config(arg=None):
   spec = importlib.util.spec_from_file_location("rdst_config", _RDST)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config("demo,scale=2")
+  c = module.get_config("demo,scale=2,loss=l1")
+  c.prerequisites = {}                 # the demo's U-Net prerequisite (tests train their own)
   c.model.kwargs.update(dict(embed_dim=12, num_blocks=1, num_heads=2, growth_rate=6,
                              window_size=4))
   c.data.global_batch_size = 8

@@ -233,7 +233,8 @@ class GANTrainer(sr.SRTrainer):
           objectives.output_loss(
               terms, self.config.train.get("perceptual", {}),
               adversarial_loss=lambda r, f: adversarial.generator_loss(kind, r, f,
-                                                                       scale=loss_scale)),
+                                                                       scale=loss_scale),
+              unet_options=self.config.train.get("unet_loss", {})),
           self.optimizer(G, stage_idx), self.optimizer(D, stage_idx), kind=kind,
           gp_weight=float(gan.gp_weight), loss_threshold=train.loss_threshold,
           ema_decay=train.ema_decay, update_generator=update_generator,
@@ -247,11 +248,11 @@ class GANTrainer(sr.SRTrainer):
     del step
     return float(self.scale)
 
-  def start_stage(self, stage_idx: int) -> None:
-    if self._is_adversarial(stage_idx) and not any(
-        self._is_adversarial(i) for i in range(stage_idx)):
+  def export_stage_end(self, stage_idx: int) -> None:
+    """The generator before the first adversarial stage is the warm-up generator."""
+    nxt = stage_idx + 1
+    if self._is_adversarial(nxt) and not any(self._is_adversarial(i) for i in range(nxt)):
       self.export(self.workdir / WARMUP_EXPORT, self.counter("step"))
-    super().start_stage(stage_idx)
 
   def progress_fields(self, metrics: dict) -> dict:
     fields = super().progress_fields(metrics) if "loss" in metrics else {}
@@ -273,14 +274,6 @@ class GANTrainer(sr.SRTrainer):
       return {}
     _, variables, _ = export.load_export(str(warmup))
     return {f"{self.config.model.name} (warm-up)": variables}
-
-  def extra_scores(self, scores: dict, lr, hr) -> dict:
-    """Adds the warm-up generator's row between bicubic and the model."""
-    rows = {"bicubic": scores["bicubic"]}
-    for label, variables in self.extra_generators().items():
-      rows[label] = evaluate.score_slices(hr, self.predict(variables, lr), self.scale)
-    rows["model"] = scores["model"]
-    return rows
 
   def final_evaluation(self, writer, step: int) -> dict[str, Any]:
     summary = super().final_evaluation(writer, step)

@@ -8,8 +8,8 @@ skipped when its `export/` already exists. Its export then becomes
     chapter 3), or
   * the generator's starting weights (`config.init_from`) when `name` is 'init' (a shared
     warm-up that ablation variants continue from).
-So one command trains, e.g., the segmentation U-Net and then RDST with it. A slot that the
-config already fills by hand is left alone.
+So one command trains, e.g., the segmentation U-Net and then RDST with it. A prerequisite whose
+slot the config already fills by hand (or 'init' with `init_from` set) is not run.
 
 Run `python -m pytest tests/test_prerequisites.py`.
 """
@@ -42,6 +42,13 @@ def run_prerequisites(config, workdir: pathlib.Path,
     if name != INIT and name not in frozen:
       raise InputError(f"prerequisite {name!r} has no use: it must be {INIT!r} or one of the "
                        f"frozen networks {sorted(frozen)}")
+    if name != INIT and frozen[name]:
+      print(f"prerequisite {name!r}: skipped, train.frozen.{name} is given ({frozen[name]})",
+            flush=True)
+      continue
+    if name == INIT and config.get("init_from", ""):
+      print(f"prerequisite {name!r}: skipped, init_from is given ({config.init_from})", flush=True)
+      continue
     target = export_dir(workdir, name)
     if not (target / export.CONFIG_FILE).is_file():
       print(f"prerequisite {name!r}: running {spec} in {target.parent}", flush=True)

@@ -23,6 +23,7 @@ of that run's latest checkpoint; optimiser states, counters and the data order s
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -33,12 +34,14 @@ import numpy as np
 from medsr_jax import config_lib, evaluate, export, models, sharding
 from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
+from medsr_jax.io import text_files
 from medsr_jax.metrics import image_quality
 from medsr_jax.trainers import objectives
 from medsr_jax.trainers import state as state_lib
 from medsr_jax.trainers import step as step_lib
 
 G = state_lib.GENERATOR
+STAGE_EXPORT_PREFIX = "export_after_"  # the generator at the end of an earlier stage
 
 
 def build_model(model_config):
@@ -75,7 +78,7 @@ class SRTrainer:
   best_metric, best_mode = "val_psnr", "max"
   per_batch_scales = False  # the arbitrary-scale trainer: one static scale per batch
   loss_terms = (objectives.PIXEL_TERMS + (objectives.INTERMEDIATE_TERM,)
-                + objectives.PERCEPTUAL_TERMS)
+                + objectives.PERCEPTUAL_TERMS + objectives.UNET_TERMS)
 
   def __init__(self, config, workdir: pathlib.Path):
     self.config, self.workdir = config, workdir
@@ -297,13 +300,22 @@ class SRTrainer:
     return dict(state, players=players)
 
   def start_stage(self, stage_idx: int) -> None:
-    """A stage starts with fresh optimiser states (its own learning-rate schedules)."""
+    """A stage starts with fresh optimiser states (its own learning-rate schedules); the
+    generator of the stage before is exported first (`export_stage_end`)."""
+    if stage_idx > 0:
+      self.export_stage_end(stage_idx - 1)
     for name, player in self.state["players"].items():
       tx = self.optimizer(name, stage_idx)
       opt_sh = self.state_shardings["players"][name]["opt_state"]
       player["opt_state"] = jax.jit(tx.init, out_shardings=opt_sh)(player["params"])
     self.state["stage"] = jax.device_put(jnp.asarray(stage_idx, jnp.int32),
                                          self.state_shardings["stage"])
+
+  def export_stage_end(self, stage_idx: int) -> None:
+    """The generator at the end of stage `stage_idx`, for the test table (e.g. RDST's L1 stage
+    beside the fine-tuned model, thesis Table 5.6)."""
+    name = self.stages[stage_idx].name
+    self.export(self.workdir / f"{STAGE_EXPORT_PREFIX}{name}", self.counter("step"))
 
   # ----- steps ------------------------------------------------------------------------------
   def jit(self, raw_step):
@@ -318,7 +330,8 @@ class SRTrainer:
   def generator_objective(self, stage_idx: int, scale: float | None = None):
     return objectives.generator_objective(
         self.model, objectives.stage_terms(self.stages[stage_idx]),
-        self.config.train.get("perceptual", {}), scale=scale)
+        self.config.train.get("perceptual", {}), scale=scale,
+        unet_options=self.config.train.get("unet_loss", {}))
 
   def step_scale(self, step: int) -> float | None:
     """The static scale the model runs at in global `step` (None: its own; the arbitrary-scale
@@ -385,11 +398,13 @@ class SRTrainer:
       test = lesion.eval_set(self.roi_source("test"), self.roi)
       return lesion_report.final_evaluation(self, writer, step, test)
     lr, hr, slice_ids = self.eval_pairs("test")
-    scores, images = evaluate.evaluate(self.predict, self.eval_params(), lr, hr, self.scale)
-    scores = self.extra_scores(scores, lr, hr)
+    outputs = self.test_outputs(lr, hr)
+    scores = {k: evaluate.score_slices(hr, v, self.scale) for k, v in outputs.items()}
+    images = {"lr": lr, "bicubic": outputs["bicubic"], "sr": outputs["model"], "hr": hr}
     label = self.config.model.name
     table = evaluate.markdown_table(scores, scale=self.scale, model_label=label)
-    if jax.process_index() == 0:  # every process evaluates (same numbers); one writes the files
+    is_main = jax.process_index() == 0  # every process evaluates (same numbers); one writes
+    if is_main:
       table, panel_images = evaluate.write_report(
           self.workdir, scores, images, scale=self.scale, model_label=label,
           num_panels=self.config.eval.num_panels, slice_ids=slice_ids)
@@ -397,23 +412,57 @@ class SRTrainer:
     summary = {k: v.summary() for k, v in scores.items()}
     writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]
                                 for k in summary for m in ("psnr", "ssim")})
-    if jax.process_index() == 0 and self.notes:
+    dice_tables = self._dice_evaluation(writer, step, hr, outputs, write=is_main)
+    if is_main and self.notes:
       with open(self.workdir / "results.md", "a") as f:
         f.write("".join(f"\nNote: {n}\n" for n in self.notes))
     gain = summary["model"]["psnr_mean"] - summary["bicubic"]["psnr_mean"]
     print(f"\nTest slices ({len(hr)}), whole-slice x{self.scale:g}, border "
           f"{image_quality.evaluation_margin(self.scale)} px cropped:\n{table}\n"
-          f"PSNR gain over bicubic: {gain:+.2f} dB", flush=True)
+          f"PSNR gain over bicubic: {gain:+.2f} dB{dice_tables}", flush=True)
     return summary
 
-  def extra_scores(self, scores: dict, lr: np.ndarray, hr: np.ndarray) -> dict:
-    """Rows added to the test table by a subclass (the GAN trainer's warm-up generator)."""
-    del lr, hr
-    return scores
+  def test_outputs(self, lr: np.ndarray, hr: np.ndarray) -> dict[str, np.ndarray]:
+    """{row: SR images} of the test table: bicubic, the extra generators, then the model."""
+    outputs = {"bicubic": evaluate.bicubic_baseline(lr, hr.shape[1:3])}
+    for label, variables in self.extra_generators().items():
+      outputs[label] = self.predict(variables, lr)
+    outputs["model"] = self.predict(self.eval_params(), lr)
+    if outputs["model"].shape != hr.shape:
+      raise ValueError(f"model output {outputs['model'].shape} does not match ground truth "
+                       f"{hr.shape}")
+    return outputs
+
+  def _dice_evaluation(self, writer, step: int, hr: np.ndarray, outputs: dict, *,
+                       write: bool) -> str:
+    """Dice through the configured U-Net (trainers/segmentation_report.py); '' without one."""
+    from medsr_jax.trainers import segmentation_report  # pylint: disable=import-outside-toplevel
+    if not segmentation_report.unet_directory(self.config):
+      return ""
+    rows = {(self.config.model.name if k == "model" else k): v for k, v in outputs.items()}
+    tables, report = segmentation_report.dice_section(
+        self.config, self.workdir, hr, rows, batch_size=self.config.data.eval_batch_size,
+        num_panels=self.config.eval.num_panels, write=write)
+    if write:
+      with open(self.workdir / "results.md", "a") as f:
+        f.write("\n" + tables + "\n")
+      results = json.loads((self.workdir / "results.json").read_text())
+      results["dice"] = report
+      text_files.write_text_atomic(self.workdir / "results.json", json.dumps(results, indent=1))
+    writer.write_scalars(step, segmentation_report.dice_scalars(report))
+    return "\n\n" + tables
 
   def extra_generators(self) -> dict[str, Any]:
-    """{row label: variables} of other generators to evaluate beside the model (in order)."""
-    return {}
+    """{row label: variables} of other generators to evaluate beside the model (in order): the
+    generator at the end of each earlier stage (`export_after_<stage>`, written when the next
+    stage began)."""
+    rows = {}
+    for stage in self.stages[:-1]:
+      directory = self.workdir / f"{STAGE_EXPORT_PREFIX}{stage.name}"
+      if (directory / export.CONFIG_FILE).is_file():
+        _, variables, _ = export.load_export(str(directory))
+        rows[f"{self.config.model.name} ({stage.name})"] = variables
+    return rows
 
   def export_extra(self) -> dict:
     return {"skipped_steps": self.counter("skipped")}
