@@ -46,17 +46,27 @@ def _meta(config, step: int, metrics: dict | None) -> dict:
   return {"config": config.to_json_best_effort(), "step": int(step), "metrics": metrics or {}}
 
 
-def _restore(ckpt, step: int, trainer) -> None:
+def _restore(ckpt, step: int | None, trainer, is_main: bool = True) -> int | None:
+  """Restores the newest intact checkpoint at or before `step` into `trainer`; returns its step
+  (None: there is none). Damaged newer ones are moved aside with a one-line warning each."""
+  if step is None:
+    return None
   try:
-    trainer.state, _ = ckpt.restore(step, checkpoint_lib.abstract_like(trainer.state),
-                                    trainer.train_iter)
-  except (ValueError, KeyError, TypeError) as e:
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    found = ckpt.restore_latest(checkpoint_lib.abstract_like(trainer.state), trainer.train_iter,
+                                newest=step)
+  except checkpoint_lib.RestoreFailed as e:
     raise InputError(
-        f"the checkpoint at step {step} in {ckpt.directory} does not match this run's train "
+        f"the checkpoint at step {e.step} in {ckpt.directory} does not match this run's train "
         f"state (written by an older medsr_jax, before the players layout, or by another "
-        f"config: {first}); use a new --workdir, and start from that run's weights with "
-        f"--config.init_from={ckpt.directory.parent}") from e
+        f"config: {checkpoint_lib.first_line(e.cause)}); use a new --workdir, and start from "
+        f"that run's weights with --config.init_from={ckpt.directory.parent}") from e.cause
+  if found is None:
+    return None
+  if is_main:
+    for line in found.warnings:
+      checkpoint_lib.warn(line)
+  trainer.state = found.state
+  return found.step
 
 
 def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -66,12 +76,12 @@ def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> di
   is_main = jax.process_index() == 0
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
                                      metric=trainer.best_metric, mode=trainer.best_mode)
-  start = ckpt.latest_step()
+  # The checkpoint to resume from, before anything in the workdir is rewritten.
+  start = _restore(ckpt, ckpt.latest_step(), trainer, is_main)
   if start is not None and is_main:
     writers.drop_records_after(workdir / "metrics.jsonl", start)
   writer = writers.create_writers(workdir, is_main_process=is_main)
   if start is not None:
-    _restore(ckpt, start, trainer)
     logging.info("resumed from checkpoint at step %d", start)
     print(f"resumed from checkpoint at step {start}", flush=True)
   step = int(start or 0)

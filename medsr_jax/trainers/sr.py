@@ -288,6 +288,8 @@ class SRTrainer:
                        f"{run_dir} has none")
     try:
       restored = ckpt.restore_state(step, checkpoint_lib.abstract_like(state))
+    except InputError:  # a damaged checkpoint: already one line
+      raise
     except (ValueError, KeyError, TypeError) as e:
       raise InputError(f"the checkpoint at step {step} of {run_dir} does not have this run's "
                        f"players and shapes: {str(e).strip().splitlines()[0][:200]}") from e
