@@ -37,7 +37,11 @@ build (or does nothing if it is complete); other settings into a non-empty --out
 Progress (volumes done / total, slices/s) goes to stderr, then a summary. Bad input (unreadable
 or truncated volume, image / label shape mismatch, NaN voxels, missing modality, inconsistent
 DICOM series) stops with `error: <file>: <reason>` and exit code 2, or with --skip_bad leaves that
-volume out and lists it in the manifest.
+volume out and lists it in the manifest. A val or test split that --skip_bad leaves with no slice
+at all (its only volumes were the bad ones) stops the build with one line and exit 2, its manifest
+left `complete: false` so that training refuses it, unless --allow_empty_split (then it is
+complete): training would otherwise run to its end and fail there. (An emptied train split is
+accepted as before: training refuses it at once, 'the training source has no slices'.)
 
 Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py tests/test_data_prep_bad.py
 tests/test_data_prep_folder.py tests/test_data_prep_msgan.py`.
@@ -89,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--skip_bad', action='store_true',
                  help='leave out volumes with bad input (listed in the manifest) instead of '
                       'stopping')
+  p.add_argument('--allow_empty_split', action='store_true',
+                 help='with --skip_bad: accept a val or test split left without slices (by '
+                      'default an error, as training would fail at its end)')
   p.add_argument('--modalities', default='',
                  help='BraTS: channels in order (default t1ce,t1,t2,flair; msgan: t1ce only); '
                       'folder: the channel name (default image)')
@@ -252,7 +259,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   m = writer.write(out, fresh, plans, functools.partial(protocols.run_volume, ctx),
                    workers=workers, skip_bad=args.skip_bad, log=log)
   _summary(out, m, split_volumes, time.monotonic() - start)
+  if not args.allow_empty_split:
+    _check_no_split_emptied(out, m, split_volumes)
   return 0
+
+
+def _check_no_split_emptied(out: str, m: manifest_lib.Manifest, split_volumes) -> None:
+  """InputError when skipped volumes left the val or test split, which had volumes, without any
+  slice (training would run to its end and fail at the final evaluation); the manifest is marked
+  incomplete. Training refuses an empty train split at its start."""
+  for s in ('val', 'test'):
+    skipped = [x for x in m.skipped if x['shard'].startswith(f'{s}-')]
+    if not split_volumes[s] or m.splits[s].num_records or not skipped:
+      continue
+    if m.complete:
+      m.complete = False
+      manifest_lib.write_manifest(out, m)
+    names = ', '.join(str(x['volume']) for x in skipped[:3])
+    more = f' and {len(skipped) - 3} more' if len(skipped) > 3 else ''
+    reason = ' '.join(str(skipped[0]['reason']).split())
+    raise InputError(f'--skip_bad left the {s} split without slices: its volume(s) {names}{more} '
+                     f'had bad input ({reason}); fix or remove them, or pass --allow_empty_split')
 
 
 def _first_pass(used, ctx, workers: int, skip_bad: bool, log) -> list[protocols.VolumeScan]:

@@ -14,7 +14,9 @@ into `n` contiguous, equally long runs, one per shard (`plan_shards`), so a shar
 only on its own volumes. Volumes are processed by `workers` processes (spawned, so nothing of the
 parent, e.g. JAX threads, is forked), at most 2 x workers volumes ahead of the writer, and written
 in plan order: the shards are byte-identical for any `workers`, and at most a few volumes are in
-memory at once. A slice-level split (protocol msgan) gives each (split, volume) the slice indices
+memory at once. The worker processes die with the build: each watches its parent from a daemon
+thread and exits when the parent is gone (killed, even by SIGKILL), and multiprocessing's resource
+tracker exits once they have. A slice-level split (protocol msgan) gives each (split, volume) the slice indices
 it keeps (`ShardPlan.slices`): a volume is then in the plan of every split that holds one of its
 slices, and is read once per such split (plus once by the build's first pass).
 
@@ -40,6 +42,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
@@ -311,6 +314,20 @@ class _ShardFile:
       os.remove(self.tmp)
 
 
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+  """Pool-worker initializer: a daemon thread ends this process once `parent_pid` is no longer
+  its parent (the build was killed: an orphan is re-parented), so no worker outlives it."""
+  def watch():
+    while os.getppid() == parent_pid:
+      time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
+
 def map_ordered(tasks: Sequence[Any], process: Callable[[Any], Any],
                 workers: int) -> Iterator[Any]:
   """process(task) for every task, in order; `workers` > 1 runs them in spawned processes (at
@@ -320,7 +337,9 @@ def map_ordered(tasks: Sequence[Any], process: Callable[[Any], Any],
       yield process(t)
     return
   ctx = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                              initializer=_exit_with_parent,
+                                              initargs=(os.getpid(),)) as pool:
     pending: collections.deque = collections.deque()
     it = iter(tasks)
     try:

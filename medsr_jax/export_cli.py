@@ -18,7 +18,8 @@ architecture options for `models.build` (e.g. '{"reference_tail_scale": 2.0}').
   python -m medsr_jax.export --model=vgg19 --from_torch=vgg19-dcbb9e9d.pth --out=weights/vgg19
 
 Every key is checked (`medsr_jax.export_torch`): a missing, extra or mis-shaped key is a one-line
-error naming it, exit code 2, and nothing is written. Outputs are written atomically.
+error naming it, exit code 2, and nothing is written; so are an unknown `--model` and a tensor
+holding NaN or infinite values. Outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from medsr_jax import errors
 from medsr_jax import export
 from medsr_jax import export_torch
+from medsr_jax import models
 from medsr_jax import torch_layouts
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
@@ -101,6 +103,23 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           for k, v in sd.items()}
 
 
+def check_finite(sd: Mapping[str, np.ndarray], path: str) -> None:
+  """InputError naming the first floating-point tensor of `sd` with a NaN or infinite value."""
+  for key, value in sd.items():
+    value = np.asarray(value)
+    if value.dtype.kind not in 'fc' and 'float' not in value.dtype.name:
+      continue
+    if not np.all(np.isfinite(value.astype(np.complex128 if value.dtype.kind == 'c'
+                                           else np.float64))):
+      raise InputError(f'{path}: tensor {key!r} contains NaN or infinite values')
+
+
+def check_model_name(model: str) -> None:
+  """InputError unless `model` is a registered model name."""
+  if model not in models.available():
+    raise InputError(f'unknown model {model!r}; available: {", ".join(models.available())}')
+
+
 def write_state_dict(path: str, sd: Mapping[str, np.ndarray]) -> None:
   """Writes `sd` atomically as .npz, .safetensors or (with PyTorch) .pt/.pth."""
   suffix = _suffix(path)
@@ -138,10 +157,12 @@ def import_torch(model: str, state_dict_path: str, out_dir: str, *, scale: float
   Keys that the model's layout leaves out on purpose (torchvision VGG's classifier) are reported
   in one `log` line; an error is followed by the layout's hint on what file to pass, if it has one.
   """
+  check_model_name(model)
   has_layout = model in torch_layouts.names()
   hint = torch_layouts.source_hint(model) if has_layout else ''
   try:
     sd = read_state_dict(state_dict_path)
+    check_finite(sd, state_dict_path)
     note = torch_layouts.ignored_note(model, sd) if has_layout else ''
     if note:
       log(note)

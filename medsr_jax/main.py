@@ -6,7 +6,13 @@
 
 `--config` takes `FILE[:ARGS]`; ARGS is passed to the file's `get_config(arg)`. Any field can be
 overridden with `--config.a.b=value`. The resolved config is written to `WORKDIR/config.json`.
-Running the same command again on the same workdir resumes from its latest checkpoint.
+Running the same command again on the same workdir resumes from its latest checkpoint; only
+intervals, `train.max_steps`, the data-loading workers and the last stage's `steps` may differ
+from the saved config then (`config_checks.RESUMABLE_FIELDS`).
+
+Before anything is built or written, `config_checks.check_run` checks the whole config, the
+devices (mesh, batch split) and the workdir (writable, room for checkpoints, same config on
+resume): each problem, like a misspelt `--config.` field, is one `error: ...` line and exit code 2.
 
 On several hosts (TPU pods, GPU clusters) set `--config.distributed=True`: every process runs the
 same command, `jax.distributed.initialize()` joins them (the coordinator is detected on TPU pods
@@ -30,6 +36,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from medsr_jax import config_checks
 from medsr_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, FILE[:ARGS].",
@@ -39,7 +46,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def write_config(config, workdir: pathlib.Path) -> None:
   """The resolved config, as JSON (for tools) next to the run's outputs."""
-  text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
+  text = json.dumps(config_checks.resolved_json(config), indent=2, sort_keys=True)
   (workdir / "config.json").write_text(text + "\n")
 
 
@@ -62,6 +69,7 @@ def _train(config, path: pathlib.Path) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   from medsr_jax import trainers  # pylint: disable=import-outside-toplevel
   from medsr_jax.trainers import loop, prerequisites  # pylint: disable=import-outside-toplevel
+  config_checks.check_run(config, path)   # before anything is created or written
   trainer_class = trainers.get(config.trainer)
   path.mkdir(parents=True, exist_ok=True)
   prerequisites.run_prerequisites(config, path, _train)
@@ -91,6 +99,24 @@ def check_config_argument(argv: list[str]) -> None:
         sys.exit(errors.EXIT_BAD_INPUT)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or `--config.` override as one line and exit 2 (absl
+  alone prints a traceback for a misspelt field or an index out of range, and exits with 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError, IndexError) as e:
+    try:
+      message = config_checks.override_problem(argv)
+    except Exception:  # pylint: disable=broad-except
+      message = None
+    if message is None:
+      raise
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(errors.EXIT_BAD_INPUT)
+
+
 if __name__ == "__main__":
   check_config_argument(sys.argv)
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=parse_flags))

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax.data import degradation
+from medsr_jax.errors import InputError
+from medsr_jax.io import text_files
 from medsr_jax.logging import panels
 from medsr_jax.metrics import image_quality
 from medsr_jax.models import registry
@@ -130,24 +132,34 @@ def markdown_table(scores: dict[str, Scores], *, scale: float, model_label: str)
 def write_report(directory: str | pathlib.Path, scores: dict[str, Scores], images: dict, *,
                  scale: float, model_label: str, num_panels: int, slice_ids=None
                  ) -> tuple[str, dict[str, np.ndarray]]:
-  """Writes results.md, results.json (per-slice scores) and PNG panels.
+  """Writes results.md, results.json (per-slice scores) and PNG panels, each atomically
+  (a temporary file, then a rename: a failed write, e.g. a full disk, leaves the previous file
+  or none, never a partial one, and is an InputError on one line).
 
   Returns the markdown table and the panels ({'panel_007': uint8 image}, for TensorBoard).
   """
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise InputError(f"could not create {directory}: {' '.join(str(e).split())}") from e
   table = markdown_table(scores, scale=scale, model_label=model_label)
-  (directory / "results.md").write_text(table + "\n")
+  text_files.write_text_atomic(directory / "results.md", table + "\n", what="results")
   per_slice = {k: {"psnr": v.psnr.tolist(), "ssim": v.ssim.tolist(), **v.summary()}
                for k, v in scores.items()}
   if slice_ids is not None:
     per_slice["slice_index"] = [int(i) for i in slice_ids]
-  (directory / "results.json").write_text(json.dumps(per_slice, indent=1))
+  text_files.write_text_atomic(directory / "results.json", json.dumps(per_slice, indent=1),
+                               what="results")
   n = len(images["hr"])
   written = {}
   for i in np.linspace(0, n - 1, num=min(num_panels, n)).astype(int):
     name = f"panel_{int(i):03d}"
     written[name] = panels.comparison_panel({"LR": images["lr"][i], "bicubic": images["bicubic"][i],
                                              "SR": images["sr"][i], "HR": images["hr"][i]})
-    panels.save_png(directory / f"{name}.png", written[name])
+    path = directory / f"{name}.png"
+    try:
+      panels.save_png(path, written[name])  # atomic: a temporary file, then os.replace
+    except OSError as e:
+      raise InputError(f"results: cannot write {path} ({' '.join(str(e).split())})") from e
   return table, written

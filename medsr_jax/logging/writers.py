@@ -9,6 +9,18 @@
   a resumed run continues the same file. Floats keep 7 significant digits; NaN/inf become null.
 - `MultiWriter(writers)` fans every call out; `create_writers(workdir)` builds the trainer's
   JSONL + TensorBoard pair on the main process and a writer that does nothing elsewhere.
+- `rewind(workdir, step)`: before a resumed run writes anything, removes what the killed attempt
+  logged that the resumed run logs again (every record past `step`, and the final evaluation's
+  records at `step`), from metrics.jsonl and from every TensorBoard event file, so both hold one
+  record per step across any number of kills (a run killed before its first checkpoint rewinds
+  to step 0: nothing of it is kept). Final-evaluation records are those whose every name starts
+  with `FINAL_PREFIX` ('test': `test_model_psnr`, `test/panel_003`), as every trainer names them.
+
+A failed write (a full disk) is an `InputError` naming the file. The trainer flushes the
+TensorBoard file at every log step, so a killed run keeps everything it logged. TensorBoard
+readers show one value per step anyway (the latest file's); the rewind is what makes the files
+themselves a true record, for tools that read them directly. A TensorBoard instance that is
+watching the folder while a run is resumed may need a reload to drop the rewritten steps.
 
 Usage:
   writer = create_writers(workdir, is_main_process=jax.process_index() == 0)
@@ -25,6 +37,7 @@ import math
 import numbers
 import os
 import socket
+import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
@@ -37,8 +50,13 @@ from medsr_jax.io import tfrecord
 from medsr_jax.logging import panels
 
 FILE_VERSION = "brain.Event:2"
+FINAL_PREFIX = "test"  # names of the final evaluation's scalars and images
 _COLORSPACE = {2: 1, 3: 3, 4: 4}  # Summary.Image colorspace: 1 grey, 3 RGB, 4 RGBA
 _file_counter = itertools.count()
+
+
+def _write_failed(path: str, e: OSError) -> InputError:
+  return InputError(f"could not write {path}: {' '.join(str(e).split())}")
 
 
 def _scalar(name: str, value: Any) -> float:
@@ -69,7 +87,10 @@ class TensorBoardWriter:
     self.flush()
 
   def _write_event(self, event: event_pb2.Event) -> None:
-    self._writer.write(event.SerializeToString())
+    try:
+      self._writer.write(event.SerializeToString())
+    except OSError as e:
+      raise _write_failed(self.path, e) from e
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """One event at `step` holding every scalar as a simple_value."""
@@ -100,10 +121,16 @@ class TensorBoardWriter:
                                       summary=summary_pb2.Summary(value=values)))
 
   def flush(self) -> None:
-    self._writer.flush()
+    try:
+      self._writer.flush()
+    except OSError as e:
+      raise _write_failed(self.path, e) from e
 
   def close(self) -> None:
-    self._writer.close()
+    try:
+      self._writer.close()
+    except OSError as e:
+      raise _write_failed(self.path, e) from e
 
 
 def _json_value(name: str, value: Any) -> Any:
@@ -148,18 +175,27 @@ class JsonlWriter:
       if k in ("step", "time"):
         raise ValueError(f"scalar name {k!r} is reserved in the JSONL metrics file")
       record[str(k)] = _json_value(k, v)
-    self._file.write(json.dumps(record, allow_nan=False) + "\n")
-    self._file.flush()
+    try:
+      self._file.write(json.dumps(record, allow_nan=False) + "\n")
+      self._file.flush()
+    except OSError as e:
+      raise _write_failed(self.path, e) from e
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     del step, images  # JSONL holds scalars only.
 
   def flush(self) -> None:
     if not self._file.closed:
-      self._file.flush()
+      try:
+        self._file.flush()
+      except OSError as e:
+        raise _write_failed(self.path, e) from e
 
   def close(self) -> None:
-    self._file.close()
+    try:
+      self._file.close()
+    except OSError as e:
+      raise _write_failed(self.path, e) from e
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -168,11 +204,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def drop_records_after(path: str | os.PathLike, step: int) -> int:
-  """Removes the records of steps after `step` (logged after the checkpoint a run resumes from).
+def is_final(names) -> bool:
+  """Whether a record with these metric names is the final evaluation's (see FINAL_PREFIX)."""
+  names = [str(n) for n in names if n not in ("step", "time")]
+  return bool(names) and all(n.startswith(FINAL_PREFIX) for n in names)
 
-  A run that dies between two checkpoints has logged steps that the resumed run will log again;
-  dropping them keeps one record per step. A cut-off last line is dropped too. The file is
+
+def _replace_atomic(path: str, write) -> None:
+  """Calls `write(f)` on a temporary binary file beside `path`, then renames it over `path`."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise _write_failed(path, e) from e
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def drop_records_after(path: str | os.PathLike, step: int) -> int:
+  """Removes the records that a run resumed at `step` logs again: those of later steps, and the
+  final evaluation's at `step` (it runs again). A cut-off last line is dropped too.
+
+  A run that dies between two checkpoints (or before the first one: `step` 0) has logged steps
+  that the resumed run will log again; dropping them keeps one record per step. The file is
   replaced atomically. Returns the number of records removed.
   """
   path = os.fspath(path)
@@ -181,21 +239,67 @@ def drop_records_after(path: str | os.PathLike, step: int) -> int:
   kept, dropped = [], 0
   with open(path, encoding="utf-8") as f:
     for line in f:
+      if not line.strip():
+        continue
       try:
         record = json.loads(line)
-      except json.JSONDecodeError:
+        record_step = int(record.get("step", 0))
+      except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
         dropped += 1
         continue
-      if int(record.get("step", 0)) <= step:
+      if record_step < step or (record_step == step and not is_final(record)):
         kept.append(line if line.endswith("\n") else line + "\n")
       else:
         dropped += 1
   if dropped:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    _replace_atomic(path, lambda f: f.write("".join(kept).encode("utf-8")))
   return dropped
+
+
+def _event_names(event: event_pb2.Event) -> list[str]:
+  return [v.tag for v in event.summary.value]
+
+
+def drop_events_after(logdir: str | os.PathLike, step: int) -> int:
+  """`drop_records_after` for the TensorBoard event files in `logdir`: events of later steps
+  and final-evaluation events at `step` are removed (and a record cut off by a kill). A file left
+  with no summary is deleted. Files are replaced atomically. Returns the events removed."""
+  logdir = os.fspath(logdir)
+  if not os.path.isdir(logdir):
+    return 0
+  total = 0
+  for name in sorted(os.listdir(logdir)):
+    path = os.path.join(logdir, name)
+    if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
+      continue
+    kept, dropped = [], 0
+    try:
+      for data in tfrecord.read_records(path):
+        event = event_pb2.Event.FromString(data)
+        if event.HasField("summary") and (
+            event.step > step or (event.step == step and is_final(_event_names(event)))):
+          dropped += 1
+        else:
+          kept.append(data)
+    except tfrecord.CorruptRecordError:
+      dropped += 1  # the record a kill cut off (or damage): everything before it is kept
+    if not dropped:
+      continue
+    total += dropped
+    if not any(event_pb2.Event.FromString(d).HasField("summary") for d in kept):
+      os.remove(path)
+    else:
+      _replace_atomic(path, lambda f, kept=kept: f.writelines(tfrecord.frame_record(d)
+                                                               for d in kept))
+  return total
+
+
+def rewind(workdir: str | os.PathLike, step: int) -> int:
+  """Before a run resumed at `step` (0: no checkpoint) logs anything: drops what it will log
+  again from workdir/metrics.jsonl and workdir/tensorboard/. Returns the records removed."""
+  workdir = os.fspath(workdir)
+  return (drop_records_after(os.path.join(workdir, "metrics.jsonl"), step)
+          + drop_events_after(os.path.join(workdir, "tensorboard"), step))
 
 
 class MultiWriter:

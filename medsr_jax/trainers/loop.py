@@ -24,10 +24,22 @@ Per step the host only fetches the next batch and dispatches the jitted step; me
 device until the next log line (every `train.log_every` steps), so there is no host round trip in
 the step. Outputs in the workdir: config.json, metrics.jsonl, tensorboard/, checkpoints/,
 results.md, results.json, panel_*.png, export/.
+
+A true record. The metrics of every step are written (and the TensorBoard file flushed) at each
+log line and before each checkpoint, so a kill loses nothing that a checkpoint holds. A run that
+starts in a used workdir first rewinds its logs to the checkpoint it resumes from (step 0 when
+there is none: `writers.rewind`), dropping what it logs again, the final evaluation included, so
+metrics.jsonl and the event files hold one record per step however often the run was killed.
+
+A full disk. A checkpoint that cannot be written (orbax's own error, or one that surfaces from
+an asynchronous save at the next save or at the end), a metrics write, or a write of the final
+evaluation or the export that fails for lack of space stops the run at once with one line,
+`could not write checkpoint 6 to DIR: [Errno 28] No space left on device` (InputError: exit 2).
 """
 
 from __future__ import annotations
 
+import errno
 import pathlib
 from typing import Any
 
@@ -69,6 +81,54 @@ def _restore(ckpt, step: int | None, trainer, is_main: bool = True) -> int | Non
   return found.step
 
 
+# errno values of a write that failed for want of room or of a writable disk.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+_DISK_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _disk_error(e: BaseException) -> str | None:
+  """One line naming the failed write when `e` (or an exception it wraps: orbax and tensorstore
+  re-raise) is a full or unwritable disk; None for anything else."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+      text = f"[Errno {e.errno}] {e.strerror or errno.errorcode.get(e.errno, '')}"
+      return text + (f": {e.filename}" if e.filename else "")
+    if any(t in str(e) for t in _DISK_TEXTS):
+      return checkpoint_lib.first_line(e)
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def _checkpoint_op(ckpt, step: int, what, *args):
+  """Runs `what(*args)` (a save, wait or close of `ckpt`); a full disk becomes one line. A save
+  seals the previous asynchronous one first, so its failure may be that earlier checkpoint's."""
+  # pylint: disable-next=protected-access
+  earlier = [s for s in getattr(ckpt, "_unsealed", ()) if s != step]
+  try:
+    return what(*args)
+  except Exception as e:  # pylint: disable=broad-except
+    why = _disk_error(e)
+    if why is None:
+      raise
+    steps = " or ".join(str(s) for s in [*earlier, step])
+    raise InputError(f"could not write checkpoint {steps} to {ckpt.directory}: {why}") from e
+
+
+def _final_op(workdir: pathlib.Path, what: str, fn, *args):
+  """Runs the final evaluation or the export; a full disk becomes one line."""
+  try:
+    return fn(*args)
+  except InputError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    why = _disk_error(e)
+    if why is None:
+      raise
+    raise InputError(f"could not write the {what} to {workdir}: {why}") from e
+
+
 def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Trains (or resumes), evaluates and exports; returns the trainer's summary."""
   workdir = pathlib.Path(workdir)
@@ -78,8 +138,8 @@ def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> di
                                      metric=trainer.best_metric, mode=trainer.best_mode)
   # The checkpoint to resume from, before anything in the workdir is rewritten.
   start = _restore(ckpt, ckpt.latest_step(), trainer, is_main)
-  if start is not None and is_main:
-    writers.drop_records_after(workdir / "metrics.jsonl", start)
+  if is_main:  # what the killed attempt logged after that checkpoint is logged again
+    writers.rewind(workdir, int(start or 0))
   writer = writers.create_writers(workdir, is_main_process=is_main)
   if start is not None:
     logging.info("resumed from checkpoint at step %d", start)
@@ -99,24 +159,30 @@ def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> di
     trainer.state, metrics = trainer.train_step(stage_idx, step)(trainer.state, batch)
     step += 1
     pending.append((step, metrics))
-    if step % config.train.log_every == 0 or step == trainer.total_steps:
+    last = step == trainer.total_steps
+    checkpoint_now = step % config.train.checkpoint_every == 0 or last
+    if step % config.train.log_every == 0 or last or checkpoint_now:
+      # Before a checkpoint too: a run resumed from it never logs these steps again.
       _flush_metrics(pending, writer, line, stage_idx, trainer)
       pending = []
     val = None
-    if step % config.train.eval_every == 0 or step == trainer.total_steps:
+    if step % config.train.eval_every == 0 or last:
       val = trainer.validate()
       writer.write_scalars(step, val)
       print(f"step {step}: {trainer.validation_line(val)}", flush=True)
-    if step % config.train.checkpoint_every == 0 or step == trainer.total_steps:
+    writer.flush()  # TensorBoard too: a killed run keeps what it logged
+    if checkpoint_now:
       # Only checkpoints validated at their own step compete for "best".
-      ckpt.save(step, trainer.state, trainer.train_iter, _meta(config, step, val), val)
-  ckpt.wait()
+      _checkpoint_op(ckpt, step, ckpt.save, step, trainer.state, trainer.train_iter,
+                     _meta(config, step, val), val)
+  _checkpoint_op(ckpt, step, ckpt.wait)
   writer.flush()
   trainer.best_checkpoint = ckpt.best_step()
 
-  summary = trainer.final_evaluation(writer, step)
-  trainer.export(workdir / "export", step)
-  ckpt.close()
+  summary = _final_op(workdir, "final evaluation", trainer.final_evaluation, writer, step)
+  writer.flush()
+  _final_op(workdir, "export", trainer.export, workdir / "export", step)
+  _checkpoint_op(ckpt, step, ckpt.close)
   writer.close()
   return summary
 
