@@ -91,3 +91,16 @@ def test_save_png_atomic_round_trip(tmp_path):
   with pytest.raises(ValueError):
     panels.save_png(tmp_path / "bad.png", np.zeros((4, 4, 2), np.uint8))
   assert not (tmp_path / "bad.png").exists()
+
+
+def test_write_report_panels_every_channel_of_multichannel_slices(tmp_path):
+  """A 2-channel (multi-modal) test set gets one panel per channel instead of an error."""
+  from medsr_jax import evaluate  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  hr = rng.random((3, 16, 16, 2)).astype(np.float32)
+  lr, sr = hr[:, ::2, ::2], (0.9 * hr).astype(np.float32)
+  scores = {"bicubic": evaluate.score_slices(hr, sr, 2), "model": evaluate.score_slices(hr, sr, 2)}
+  _, written = evaluate.write_report(tmp_path, scores, {"lr": lr, "bicubic": sr, "sr": sr, "hr": hr},
+                                     scale=2, model_label="m", num_panels=2)
+  assert sorted(written) == ["panel_000_c0", "panel_000_c1", "panel_002_c0", "panel_002_c1"]
+  assert (tmp_path / "panel_002_c1.png").is_file()

@@ -153,13 +153,16 @@ def write_report(directory: str | pathlib.Path, scores: dict[str, Scores], image
                                what="results")
   n = len(images["hr"])
   written = {}
+  channels = images["hr"].shape[-1]
   for i in np.linspace(0, n - 1, num=min(num_panels, n)).astype(int):
-    name = f"panel_{int(i):03d}"
-    written[name] = panels.comparison_panel({"LR": images["lr"][i], "bicubic": images["bicubic"][i],
-                                             "SR": images["sr"][i], "HR": images["hr"][i]})
-    path = directory / f"{name}.png"
-    try:
-      panels.save_png(path, written[name])  # atomic: a temporary file, then os.replace
-    except OSError as e:
-      raise InputError(f"results: cannot write {path} ({' '.join(str(e).split())})") from e
+    for c in range(channels):  # one panel per channel (modality) of multi-channel slices
+      name = f"panel_{int(i):03d}" + (f"_c{c}" if channels > 1 else "")
+      written[name] = panels.comparison_panel(
+          {k: images[key][i][..., c] for k, key in (("LR", "lr"), ("bicubic", "bicubic"),
+                                                   ("SR", "sr"), ("HR", "hr"))})
+      path = directory / f"{name}.png"
+      try:
+        panels.save_png(path, written[name])  # atomic: a temporary file, then os.replace
+      except OSError as e:
+        raise InputError(f"results: cannot write {path} ({' '.join(str(e).split())})") from e
   return table, written
