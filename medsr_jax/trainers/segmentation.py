@@ -509,19 +509,14 @@ class SegmentationTrainer(sr.SRTrainer):
             'train_hw': list(self.train_hw), 'input_multiple': MULTIPLE, 'padding': PADDING_RULE,
             'modalities': list(self.config.data.get('modalities', ()) or ())}
 
+  def export_variables(self):
+    """The params `final_evaluation` evaluated (best or final)."""
+    return self._eval_variables if self._eval_variables is not None else self.eval_params()
+
   def export(self, directory: pathlib.Path, step: int) -> None:
-    """The params `final_evaluation` evaluated (best or final) as an 'unet_seg' export."""
-    chosen = self._eval_variables if self._eval_variables is not None else self.eval_params()
-    variables = jax.device_get(chosen)
-    extra = {'step': int(step), **self.export_extra()}
-    if jax.process_index() != 0:
-      return
-    c = self.config
-    export.save_export(directory, model_name=c.model.name, model_kwargs=c.model.kwargs.to_dict(),
-                       scale=c.model.scale, in_channels=c.model.in_channels, params=variables,
-                       extra=extra)
-    print(f'exported the U-Net (params of step {self.exported_step or step}) to {directory}',
-          flush=True)
+    super().export(directory, step)
+    if jax.process_index() == 0:
+      print(f'(the U-Net params of step {self.exported_step or step})', flush=True)
 
 
 def _finite(v: Any) -> Optional[float]:

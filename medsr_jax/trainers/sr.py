@@ -469,8 +469,12 @@ class SRTrainer:
   def export_extra(self) -> dict:
     return {"skipped_steps": self.counter("skipped")}
 
+  def export_variables(self):
+    """The variables `export` writes (the segmentation trainer: its best checkpoint's)."""
+    return self.eval_params()
+
   def export(self, directory: pathlib.Path, step: int) -> None:
-    variables = jax.device_get(self.eval_params())  # every process takes part in the gather
+    variables = jax.device_get(self.export_variables())  # every process takes part
     extra = {"step": int(step), **self.export_extra()}
     if jax.process_index() != 0:
       return
