@@ -437,9 +437,9 @@ class DetectorTrainer:
             'train_hw': list(self.train_hw),
             'modalities': list(self.config.data.get('modalities', ()) or ())}
 
-  def export(self, directory: pathlib.Path, step: int) -> None:
-    """The SR trainer's export (eval params, config, `export_extra`) of the detector."""
-    sr.SRTrainer.export(self, directory, step)
+  # The SR trainer's export (eval params, config, `export_extra`) of the detector.
+  export_variables = sr.SRTrainer.export_variables
+  export = sr.SRTrainer.export
 
 
 Trainer = DetectorTrainer
