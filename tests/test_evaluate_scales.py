@@ -266,10 +266,11 @@ def test_cli_single_run_defaults(meta_run, tmp_path):
   lines = []
   results = _cli([f"--workdir={run}", "--split=val", "--batch_size=4"], log=lines.append)
   out = run / "eval" / "val"
-  assert sorted(p.name for p in out.iterdir()) == ["scales.json", "scales.md", "scales.png"]
-  data = json.loads((out / "scales.json").read_text())
+  assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md", "scales.png"]
+  data = json.loads((out / "results.json").read_text())
   assert data == json.loads(json.dumps(results["miassr_a"]))
-  assert data["scales"] == [2.0, 3.0] and data["blur"] is True  # from the run's config
+  assert data["protocol"]["scales"] == [2.0, 3.0]  # from the run's config
+  assert data["protocol"]["blur"] is True
   assert data["model"] == "miassr" and data["split"] == "val" and data["command"] == "test"
   assert data["export"] == str((run / "export").resolve())
   for key in ("2", "3"):
@@ -278,7 +279,7 @@ def test_cli_single_run_defaults(meta_run, tmp_path):
       assert len(entry["psnr"]) == len(entry["ssim"]) == entry["slices"] == 8
       assert set(entry["per_subject"]) == {"colin27"}
       assert entry["per_subject"]["colin27"]["psnr_mean"] == pytest.approx(entry["psnr_mean"])
-  md = (out / "scales.md").read_text()
+  md = (out / "results.md").read_text()
   assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| x")] == [
       "x2", "x3"]
   assert "| mean over scales |" in md
@@ -293,8 +294,8 @@ def test_cli_compares_runs(meta_run, tmp_path):
                  log=lambda _: None)
   assert list(results) == ["first", "second"]
   for run in (a, b):
-    data = json.loads((run / "eval" / "val" / "scales.json").read_text())
-    assert data["scales"] == [2.5] and data["blur"] is False
+    data = json.loads((run / "eval" / "val" / "results.json").read_text())
+    assert data["protocol"]["scales"] == [2.5] and data["protocol"]["blur"] is False
   assert (a / "eval" / "val" / "scales_compare.png").read_bytes().startswith(PNG_SIGNATURE)
   assert not (b / "eval" / "val" / "scales_compare.png").exists()
   # Same weights and data: the same scores.
@@ -332,9 +333,9 @@ def test_cli_subprocess(meta_run, tmp_path):
   assert r.returncode == 0, r.stderr
   assert "x1.5: LR 13x10 -> 19x15, 8 slices" in r.stdout
   assert "| x1.5 | 13x10 |" in r.stdout
-  assert sorted(p.name for p in out.iterdir()) == ["scales.json", "scales.md"]
+  assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
   assert plot.read_bytes().startswith(PNG_SIGNATURE)
-  data = json.loads((out / "scales.json").read_text())
+  data = json.loads((out / "results.json").read_text())
   assert data["command"].startswith("python -m medsr_jax.evaluate --workdir=")
   assert not (meta_run / "eval").exists()
   # Importing the command defines no flag on the global FLAGS.
@@ -349,8 +350,9 @@ def test_cli_model_dir_on_the_sample(fixed_x2, tmp_path):
   export.save_export(str(exp), model_name="edsr_lite", model_kwargs=RESNET_TINY, scale=2,
                      in_channels=1, params=variables)
   results = _cli([f"--model_dir={exp}", "--split=val", "--scales=1.5,2"], log=lambda _: None)
-  data = json.loads((exp / "eval" / "val" / "scales.json").read_text())
-  assert list(results) == ["edsr_x2"] and data["blur"] is True and data["workdir"] is None
+  data = json.loads((exp / "eval" / "val" / "results.json").read_text())
+  assert list(results) == ["edsr_x2"] and data["protocol"]["blur"] is True
+  assert data["workdir"] is None and data["provenance"]["config_source"] == "export"
   assert data["hr_hw"] == [160, 128] and data["per_scale"]["1.5"]["gt_hw"] == [159, 127]
   assert data["per_scale"]["1.5"]["up_and_down_from"] == 2
   assert (exp / "eval" / "val" / "scales.png").is_file()

@@ -16,22 +16,33 @@ Per scale the thesis' chapter-4 test protocol runs for bicubic and the model (th
 border, no clipping; meta models at s, MDSR and fixed-scale models through the up-and-down of
 §4.3.4). Defaults: `--scales` the run's config.data.scales when set, the thesis' 30 scales
 1.1, ..., 4.0 for an 'arbitrary_scale' run without them, else the model's own scale; `--blur` the
-run's config.data.blur (without a run: true, the chapter-4 protocol). FID is not computed yet (a
-`--metrics=psnr,ssim,fid` flag would go here).
+run's config.data.blur (else the export's recorded protocol; else true, the chapter-4 protocol).
 
-Writes, per run, RUN/eval/<split>/scales.json (the `evaluate_scales` result plus 'model',
-'export', 'split', 'command') and scales.md (the table: one row per scale, the mean over scales,
-one table per channel for multi-channel data), and a plot of PSNR / SSIM against the scale:
+`--metrics=psnr,ssim,fid,dice,mfd` picks the metrics (default psnr,ssim, which are always
+computed): 'fid' needs the pytorch-fid Inception weights (`--fid_weights=FILE`, or the
+MEDSR_FID_WEIGHTS environment variable; converted by `python -m medsr_jax.export
+--model=fid_inception ...`), FID per test subject and channel, averaged (`metrics.fid`);
+'dice' and 'mfd' need a trained `unet_seg` export (`--unet=DIR`, default the run's eval.unet or
+train.frozen.unet) and label maps in the split, and are computed at the scales whose GT is the HR
+slice itself (`evaluate.segmentation.dice_report`).
+
+Writes, per run, RUN/eval/<split>/results.json (schema `medsr_jax.eval.results` v1,
+`evaluate/results_schema.json`, docs/EVALUATION.md: per slice, per subject and pooled scores at
+every scale, the protocol, the config's and data manifest's sha256 and the code version) and
+results.md (the table: one row per scale, the mean over scales, one table per channel for
+multi-channel data, FID and Dice tables when asked for), and a plot of PSNR / SSIM against the
+scale:
 RUN/eval/<split>/scales.png for one run; for several runs one comparison plot, a line per run
 labelled by its directory name, at the first run's eval dir as scales_compare.png. `--out=DIR`
 writes to DIR (several runs: DIR/<run name>), `--plot=PATH` puts the plot there. Without a RUN
 the outputs go to EXPORT/eval/<split>/. Files are written atomically once every run has been
 evaluated; bad input (a missing run or export, an unknown split, bad scales, a scale a
-fixed-scale model cannot reach) gives one `error: ...` line, exit code 2 and no files.
+fixed-scale model cannot reach, an unknown metric, FID without weights, Dice without a U-Net or
+labels) gives one `error: ...` line, exit code 2 and no files.
 
 The flags are defined when this command runs (`define_flags`), never on import, so that their
 names stay free for the other commands (infer, export, detect). Run the checks with:
-  .venv/bin/python -m pytest -q tests/test_evaluate_scales.py
+  .venv/bin/python -m pytest -q tests/test_evaluate_scales.py tests/test_evaluate_results.py
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ from medsr_jax.errors import InputError
 
 SPLITS = ("train", "val", "test")
 COMMAND = "python -m medsr_jax.evaluate"
+METRICS = ("psnr", "ssim", "fid", "dice", "mfd")
+ALWAYS = ("psnr", "ssim")
+FID_WEIGHTS_ENV = "MEDSR_FID_WEIGHTS"
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -72,6 +86,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("plot", None, "PNG of PSNR / SSIM against scale (default scales.png in "
                       "the output directory; several runs: scales_compare.png of the first).",
                       **fv)
+  flags.DEFINE_string("metrics", "psnr,ssim", f"Comma-separated, from {', '.join(METRICS)} "
+                      "(psnr and ssim are always computed).", **fv)
+  flags.DEFINE_string("fid_weights", None, "pytorch-fid Inception weights for 'fid' (.npz, "
+                      f".safetensors or .pth); default ${FID_WEIGHTS_ENV}.", **fv)
+  flags.DEFINE_string("unet", None, "Trained unet_seg export for 'dice' / 'mfd' (default: the "
+                      "run's eval.unet or train.frozen.unet).", **fv)
 
 
 @dataclasses.dataclass
@@ -89,7 +109,22 @@ class _Run:
   channels: list
   scales: tuple
   blur: bool
+  provenance: dict
+  dice_config: Any
   out_dir: pathlib.Path
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+  """'psnr,ssim,fid' -> ('psnr', 'ssim', 'fid'): psnr and ssim first (always computed), then the
+  others in METRICS order; InputError for an unknown or repeated name."""
+  names = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+  unknown = [n for n in names if n not in METRICS]
+  if unknown:
+    raise InputError(f"--metrics: unknown metric {unknown[0]!r}; expected some of "
+                     f"{', '.join(METRICS)}")
+  if len(set(names)) != len(names):
+    raise InputError(f"--metrics: a metric is listed twice in {text!r}")
+  return tuple(m for m in METRICS if m in ALWAYS or m in names)
 
 
 def _run_config(workdir: pathlib.Path) -> tuple[dict, Any]:
@@ -104,10 +139,18 @@ def _run_config(workdir: pathlib.Path) -> tuple[dict, Any]:
   return config, ml_collections.ConfigDict(data)
 
 
+def _recorded_protocol(export_config: dict) -> dict:
+  """The test protocol an export recorded at training time (`SRTrainer.export_extra`)."""
+  protocol = (export_config.get("extra") or {}).get("protocol")
+  return protocol if isinstance(protocol, dict) else {}
+
+
 def _default_scales(run_config: dict | None, data_config: Any, export_config: dict
                     ) -> tuple[float, ...]:
   from medsr_jax.data import arbitrary_scale  # pylint: disable=import-outside-toplevel
   listed = tuple(data_config.get("scales", ()) or ())
+  if not listed and run_config is None:
+    listed = tuple(_recorded_protocol(export_config).get("scales", ()) or ())
   if listed:
     return tuple(round(float(s), 6) for s in listed)
   if run_config is not None and run_config.get("trainer") == "arbitrary_scale":
@@ -131,12 +174,33 @@ def _unique(labels: Sequence[str]) -> list[str]:
   return out
 
 
+def _dice_config(run_config: dict | None, unet: str | None, split: str) -> Any:
+  """The config `trainers.segmentation_report` reads (eval.unet, eval.dataset, data), with the
+  U-Net of --unet; InputError when there is none or the split has no label maps."""
+  # pylint: disable=import-outside-toplevel
+  import ml_collections
+  from medsr_jax import config_lib
+  from medsr_jax.trainers import segmentation_report
+  config = config_lib.base_sr_config()
+  if run_config is not None:
+    config = ml_collections.ConfigDict(run_config)
+  if unet:
+    config.eval.unet = str(unet)
+  if not segmentation_report.unet_directory(config):
+    raise InputError("--metrics=dice/mfd needs a trained unet_seg export: --unet=DIR (or a run "
+                     "with eval.unet / train.frozen.unet)")
+  segmentation_report.test_labels(config, split)  # labels present: checked before any work
+  return config
+
+
 def _prepare(workdir: pathlib.Path | None, model_dir: str | None, *, split: str,
-             scales: tuple[float, ...] | None, blur: bool | None) -> dict:
+             scales: tuple[float, ...] | None, blur: bool | None, metrics: Sequence[str],
+             unet: str | None) -> dict:
   """Loads a run's config, export and data (everything that can fail on bad input)."""
   # pylint: disable=import-outside-toplevel
   from medsr_jax import config_lib, export
   from medsr_jax.data import sources
+  from medsr_jax.evaluate import results as results_lib
   from medsr_jax.evaluate import scales as scales_lib
   import numpy as np
 
@@ -163,20 +227,30 @@ def _prepare(workdir: pathlib.Path | None, model_dir: str | None, *, split: str,
                      f"the {split} slices have {channels}")
   modalities = [str(m) for m in (data_config.get("modalities", ()) or ())]
   names = modalities if len(modalities) == channels else [f"c{i}" for i in range(channels)]
-  if blur is None:  # the run's own setting; without a run the chapter-4 protocol (blurred LR)
-    blur = bool(data_config.get("blur", False)) if workdir is not None else True
+  if blur is None:  # the run's own setting, else the export's record, else the chapter-4 protocol
+    if workdir is not None:
+      blur = bool(data_config.get("blur", False))
+    else:
+      blur = bool(_recorded_protocol(export_config).get("blur", True))
+  dice_config = (_dice_config(run_config, unet, split)
+                 if {"dice", "mfd"} & set(metrics) else None)
   return dict(workdir=workdir, export_dir=export_dir, model=model, variables=variables,
               export_config=export_config, images=images,
               subjects=getattr(source, "subject", None),
               slice_index=getattr(source, "slice_index", None), channels=names,
-              scales=tuple(run_scales), blur=bool(blur))
+              scales=tuple(run_scales), blur=bool(blur), dice_config=dice_config,
+              provenance=results_lib.provenance(run_config=run_config,
+                                                export_config=export_config,
+                                                data_config=data_config))
 
 
-def _command(workdirs, model_dir, scales_text, split, batch_size, blur, out, plot) -> str:
+def _command(workdirs, model_dir, scales_text, split, batch_size, blur, out, plot, metrics,
+             fid_weights, unet) -> str:
   args = []
   for name, value in (("workdir", ",".join(workdirs) if workdirs else None),
                       ("model_dir", model_dir), ("scales", scales_text), ("split", split),
-                      ("batch_size", batch_size), ("out", out), ("plot", plot)):
+                      ("batch_size", batch_size), ("out", out), ("plot", plot),
+                      ("metrics", metrics), ("fid_weights", fid_weights), ("unet", unet)):
     if value is not None:
       args.append(f"--{name}={value}")
   if blur is not None:
@@ -184,13 +258,95 @@ def _command(workdirs, model_dir, scales_text, split, batch_size, blur, out, plo
   return f"{COMMAND} {shlex.join(args)}"
 
 
+def _fid_weights(fid_weights: str | None) -> Any:
+  """The FID Inception's variables (InputError in one line when they are missing)."""
+  import os  # pylint: disable=import-outside-toplevel
+  path = fid_weights or os.environ.get(FID_WEIGHTS_ENV, "")
+  if not path:
+    raise InputError(f"--metrics=fid needs the pytorch-fid Inception weights: --fid_weights=FILE "
+                     f"or ${FID_WEIGHTS_ENV} (convert them with python -m medsr_jax.export "
+                     "--model=fid_inception)")
+  from medsr_jax.metrics import fid  # pylint: disable=import-outside-toplevel
+  return fid.load_fid_inception(path)
+
+
+def _extra_metrics(r: _Run, metrics: Sequence[str], fid_variables: Any, batch_size: int,
+                   split: str, dice_tables: dict[str, str]) -> Callable[..., tuple[dict, dict]]:
+  """The `evaluate_scales` hook computing FID (per subject and channel, averaged) and Dice / MFD
+  (at the scales whose GT is the HR slice; their markdown goes to `dice_tables`)."""
+  # pylint: disable=import-outside-toplevel
+  from medsr_jax.evaluate import scales as scales_lib
+  from medsr_jax.trainers import segmentation_report
+
+  def hook(scale, gt, outputs):
+    per_method: dict[str, dict] = {}
+    per_scale: dict[str, Any] = {}
+    if "fid" in metrics:
+      from medsr_jax.metrics import fid  # pylint: disable=import-outside-toplevel
+      for method, images in outputs.items():
+        per_method[method] = {"fid": fid.fid_per_subject(
+            fid_variables, gt, images, subjects=r.subjects, channel_names=r.channels,
+            batch_size=batch_size)}
+    if r.dice_config is not None and tuple(gt.shape[1:3]) == tuple(r.images.shape[1:3]):
+      rows = {(r.export_config["model"] if k == "model" else k): v for k, v in outputs.items()}
+      tables, report = segmentation_report.dice_section(
+          r.dice_config, None, gt, rows, batch_size=batch_size, num_panels=0, write=False,
+          split=split)
+      per_scale["dice"] = report
+      dice_tables[scales_lib._key(scale)] = tables  # pylint: disable=protected-access
+    return per_method, per_scale
+
+  return hook
+
+
+def _document(r: _Run, result: dict, *, split: str, command: str, metrics: Sequence[str],
+              skipped: dict[str, str]) -> dict:
+  """The results.json document (schema `medsr_jax.eval.results` v1) of one evaluated run."""
+  from medsr_jax.evaluate import results as results_lib  # pylint: disable=import-outside-toplevel
+  per_scale = {k: {f: v for f, v in e.items() if f != "seconds"}
+               for k, e in result["per_scale"].items()}
+  pooled = {}
+  for method in ("bicubic", "model"):
+    entries = [e[method] for e in per_scale.values()]
+    pooled[method] = {f"{m}_mean": float(sum(e[f"{m}_mean"] for e in entries) / len(entries))
+                      for m in ALWAYS}
+    if "fid" in metrics:
+      pooled[method]["fid_mean"] = float(sum(e["fid"]["value"] for e in entries) / len(entries))
+  document = {
+      "schema": results_lib.SCHEMA_NAME, "schema_version": results_lib.SCHEMA_VERSION,
+      "label": r.label, "model": r.export_config["model"], "export": str(r.export_dir.resolve()),
+      "workdir": None if r.workdir is None else str(r.workdir.resolve()), "split": split,
+      "command": command, "provenance": r.provenance,
+      "protocol": {"degradation": "bicubic", "blur": result["blur"], "border": "ceil(scale)",
+                   "clipped": False, "scales": result["scales"], "notes": result["notes"]},
+      "metrics": list(metrics), "channels": result["channels"], "slices": result["slices"],
+      "hr_hw": result["hr_hw"], "subjects": result["subjects"], "per_scale": per_scale,
+      "pooled": pooled,
+  }
+  if skipped:
+    document["skipped"] = dict(skipped)
+  if "slice_index" in result:
+    document["slice_index"] = result["slice_index"]
+  results_lib.check(document)  # a bug here must not leave an invalid file
+  return document
+
+
+def _fid_table(result: dict, model_label: str) -> str:
+  lines = [f"| scale | bicubic FID | {model_label} FID |", "|---|---|---|"]
+  for entry in sorted(result["per_scale"].values(), key=lambda e: e["scale"]):
+    lines.append(f"| x{entry['scale']:g} | {entry['bicubic']['fid']['value']:.2f} | "
+                 f"{entry['model']['fid']['value']:.2f} |")
+  return "FID (pool3 features, per subject and channel, averaged):\n\n" + "\n".join(lines)
+
+
 def run(workdirs: Sequence[str] | None = None, *, model_dir: str | None = None,
         scales: str | None = None, split: str = "test", batch_size: int = 8,
         blur: bool | None = None, out: str | None = None, plot: str | None = None,
+        metrics: str = "psnr,ssim", fid_weights: str | None = None, unet: str | None = None,
         command: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
   """Evaluates each run (or the export) at every scale and writes the outputs.
 
-  Returns {run label: the scales.json dict}. InputError for bad input, before any file is
+  Returns {run label: the results.json document}. InputError for bad input, before any file is
   written.
   """
   # pylint: disable=import-outside-toplevel
@@ -208,13 +364,17 @@ def run(workdirs: Sequence[str] | None = None, *, model_dir: str | None = None,
   if int(batch_size) < 1:
     raise InputError(f"--batch_size must be >= 1, got {batch_size}")
   chosen = scales_lib.parse_scales(scales) if scales is not None else None
-  command = command or _command(workdirs, model_dir, scales, split, batch_size, blur, out, plot)
+  wanted = parse_metrics(metrics)
+  command = command or _command(workdirs, model_dir, scales, split, batch_size, blur, out, plot,
+                                metrics, fid_weights, unet)
 
   paths = [pathlib.Path(w) for w in workdirs] or [None]
   for path in paths:
     if path is not None and not path.is_dir():
       raise InputError(f"{path}: run directory not found")
-  prepared = [_prepare(p, model_dir, split=split, scales=chosen, blur=blur) for p in paths]
+  fid_variables = _fid_weights(fid_weights) if "fid" in wanted else None
+  prepared = [_prepare(p, model_dir, split=split, scales=chosen, blur=blur, metrics=wanted,
+                       unet=unet) for p in paths]
   labels = _unique([_label(p["workdir"], p["export_dir"]) for p in prepared])
   runs = []
   for label, p in zip(labels, prepared):
@@ -229,20 +389,32 @@ def run(workdirs: Sequence[str] | None = None, *, model_dir: str | None = None,
   else:
     plot_path = runs[0].out_dir / ("scales.png" if len(runs) == 1 else "scales_compare.png")
 
-  results = {}
+  results, documents, tables = {}, {}, {}
   for r in runs:
     h, w, c = r.images.shape[1:]
     log(f"{r.label}: {r.export_config['model']} from {r.export_dir}, {split} split, "
         f"{len(r.images)} slices of {h}x{w}x{c}, {len(r.scales)} scale(s), "
-        f"blur {'on' if r.blur else 'off'}")
-    result = scales_lib.evaluate_scales(
+        f"blur {'on' if r.blur else 'off'}, metrics {','.join(wanted)}")
+    dice_tables: dict[str, str] = {}
+    hook = (_extra_metrics(r, wanted, fid_variables, batch_size, split, dice_tables)
+            if set(wanted) - set(ALWAYS) else None)
+    results[r.label] = scales_lib.evaluate_scales(
         r.model, r.variables, r.images, r.scales, blur=r.blur, batch_size=batch_size,
         subjects=r.subjects, channel_names=r.channels, slice_index=r.slice_index,
-        log=lambda m: log(f"  {m}"))
-    results[r.label] = {**result, "model": r.export_config["model"], "label": r.label,
-                        "export": str(r.export_dir.resolve()),
-                        "workdir": None if r.workdir is None else str(r.workdir.resolve()),
-                        "split": split, "command": command}
+        log=lambda m: log(f"  {m}"), extra_metrics=hook)
+    skipped = {}
+    if r.dice_config is not None and not dice_tables:
+      skipped = {m: "no evaluated scale has the HR slice as its ground truth"
+                 for m in ("dice", "mfd") if m in wanted}
+    documents[r.label] = _document(r, results[r.label], split=split, command=command,
+                                   metrics=wanted, skipped=skipped)
+    model_label = r.export_config["model"]
+    parts = [scales_lib.scale_table_markdown(results[r.label], model_label=model_label)]
+    if "fid" in wanted:
+      parts.append(_fid_table(results[r.label], model_label))
+    parts += [f"Dice at x{key}:\n\n{text}" for key, text in dice_tables.items()]
+    parts += [f"Note: {m} skipped: {why}" for m, why in skipped.items()]
+    tables[r.label] = "\n\n".join(parts)
 
   for r in runs:
     try:
@@ -250,17 +422,15 @@ def run(workdirs: Sequence[str] | None = None, *, model_dir: str | None = None,
     except OSError as e:
       raise InputError(f"{r.out_dir}: cannot create the output directory "
                        f"({e.strerror or e})") from e
-    table = scales_lib.scale_table_markdown(results[r.label],
-                                            model_label=r.export_config["model"])
-    text_files.write_text_atomic(r.out_dir / "scales.json",
-                                 json.dumps(results[r.label], indent=1) + "\n")
-    text_files.write_text_atomic(r.out_dir / "scales.md", f"# {r.label}, {split} split\n\n"
-                                 f"{table}\n")
-    log(f"\n{r.label} ({r.export_config['model']}), {split} split:\n{table}\n"
-        f"wrote {r.out_dir / 'scales.json'} and {r.out_dir / 'scales.md'}")
-  scales_lib.plot_vs_scale({label: results[label] for label in results}, plot_path)
+    text_files.write_text_atomic(r.out_dir / "results.json",
+                                 json.dumps(documents[r.label], indent=1) + "\n")
+    text_files.write_text_atomic(r.out_dir / "results.md", f"# {r.label}, {split} split\n\n"
+                                 f"{tables[r.label]}\n")
+    log(f"\n{r.label} ({r.export_config['model']}), {split} split:\n{tables[r.label]}\n"
+        f"wrote {r.out_dir / 'results.json'} and {r.out_dir / 'results.md'}")
+  scales_lib.plot_vs_scale(results, plot_path)
   log(f"wrote {plot_path}")
-  return results
+  return documents
 
 
 def run_flags(flag_values: flags.FlagValues, command: str | None = None,
@@ -268,8 +438,8 @@ def run_flags(flag_values: flags.FlagValues, command: str | None = None,
   """`run` with the values of parsed flags (see `define_flags`)."""
   f = flag_values
   return run(f.workdir, model_dir=f.model_dir, scales=f.scales, split=f.split,
-             batch_size=f.batch_size, blur=f.blur, out=f.out, plot=f.plot, command=command,
-             log=log)
+             batch_size=f.batch_size, blur=f.blur, out=f.out, plot=f.plot, metrics=f.metrics,
+             fid_weights=f.fid_weights, unet=f.unet, command=command, log=log)
 
 
 def main(argv):

@@ -32,8 +32,9 @@ Public functions (the arbitrary-scale trainer uses them too):
 Each method entry of `evaluate_scales` holds the per-slice 'psnr' / 'ssim' lists, their pooled
 psnr_mean, psnr_std, ssim_mean, ssim_std (population std) and slices (`evaluate.Scores.summary`),
 'per_subject' (the same summary per subject) and, for C > 1 channels, 'per_channel' (each channel
-scored as a single-channel image, with its own per-subject summaries). FID (thesis §4.3.2) is
-not computed here yet: a `metrics=` option would add it next to PSNR / SSIM in `_method_entry`.
+scored as a single-channel image, with its own per-subject summaries). More metrics (FID, thesis
+§4.3.2; Dice and MFD, §5.3.2) come through the `extra_metrics` hook, which
+`python -m medsr_jax.evaluate --metrics=...` fills.
 
 The command line is `python -m medsr_jax.evaluate` (see `evaluate/__main__.py`):
   python -m medsr_jax.evaluate --workdir=runs/miassr --scales=1.1:4.0:0.1
@@ -301,7 +302,8 @@ def _protocol_note(model, scales: Sequence[float]) -> str:
 
 def evaluate_scales(model, variables, images: np.ndarray, scales, *, blur: bool = True,
                     batch_size: int = 8, subjects=None, channel_names=None, slice_index=None,
-                    log: Callable[[str], None] | None = None, cache: dict | None = None) -> dict:
+                    log: Callable[[str], None] | None = None, cache: dict | None = None,
+                    extra_metrics: Callable[..., tuple[dict, dict]] | None = None) -> dict:
   """The chapter-4 test protocol at every scale of `scales` (see the module docstring).
 
   Args:
@@ -316,6 +318,10 @@ def evaluate_scales(model, variables, images: np.ndarray, scales, *, blur: bool 
     slice_index: each slice's position in its volume, recorded in the result.
     log: called with one progress line per scale ("x2.5: LR 72x57 -> 180x142, 24 slices, 3.1s").
     cache: Predictor cache shared with `predict_at_scale` (one compilation per scale and shape).
+    extra_metrics: more metrics per scale (FID, Dice; `python -m medsr_jax.evaluate`): called
+      as `extra_metrics(s, gt, {'bicubic': images, 'model': images})`, it returns
+      ({method: {key: value}} merged into that method's entry, {key: value} added to the scale's
+      entry).
 
   Returns:
     A JSON-ready dict: 'scales', 'channels', 'slices', 'hr_hw', 'blur', 'subjects' (one per
@@ -367,6 +373,11 @@ def evaluate_scales(model, variables, images: np.ndarray, scales, *, blur: bool 
         "bicubic": _method_entry(gt, bicubic, s, groups, channels),
         "model": _method_entry(gt, sr, s, groups, channels),
     }
+    if extra_metrics is not None:
+      per_method, per_scale_extra = extra_metrics(s, gt, {"bicubic": bicubic, "model": sr})
+      for method, values in per_method.items():
+        per_scale[_key(s)][method].update(values)
+      per_scale[_key(s)].update(per_scale_extra)
     seconds = time.time() - start
     per_scale[_key(s)]["seconds"] = round(seconds, 3)
     if log is not None:

@@ -54,14 +54,15 @@ def test_labels(config, split: str = "test") -> tuple[np.ndarray, Any]:
 
 def dice_section(config, workdir: Optional[pathlib.Path], hr: np.ndarray,
                  outputs: Mapping[str, np.ndarray], *, batch_size: int, num_panels: int,
-                 write: bool) -> tuple[str, dict]:
-  """(markdown, JSON-ready report) of the Dice evaluation of `outputs` ({row: SR images})."""
+                 write: bool, split: str = "test") -> tuple[str, dict]:
+  """(markdown, JSON-ready report) of the Dice evaluation of `outputs` ({row: SR images}) of the
+  `split`'s slices."""
   from medsr_jax.evaluate import segmentation  # pylint: disable=import-outside-toplevel
   directory = unet_directory(config)
   module, variables, unet_config = export.load_export(directory)
   if unet_config["model"] != "unet_seg":
     raise InputError(f"{directory} holds {unet_config['model']!r}, not a 'unet_seg' export")
-  labels, subjects = test_labels(config)
+  labels, subjects = test_labels(config, split)
   if labels.shape != hr.shape[:3]:
     raise InputError(f"the test labels {labels.shape} do not match the HR slices {hr.shape[:3]}")
   dataset = dataset_name(config)
