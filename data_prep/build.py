@@ -37,11 +37,14 @@ build (or does nothing if it is complete); other settings into a non-empty --out
 Progress (volumes done / total, slices/s) goes to stderr, then a summary. Bad input (unreadable
 or truncated volume, image / label shape mismatch, NaN voxels, missing modality, inconsistent
 DICOM series) stops with `error: <file>: <reason>` and exit code 2, or with --skip_bad leaves that
-volume out and lists it in the manifest. A val or test split that --skip_bad leaves with no slice
-at all (its only volumes were the bad ones) stops the build with one line and exit 2, its manifest
-left `complete: false` so that training refuses it, unless --allow_empty_split (then it is
-complete): training would otherwise run to its end and fail there. (An emptied train split is
-accepted as before: training refuses it at once, 'the training source has no slices'.)
+volume out and lists it in the manifest. A split (train, val or test) that --skip_bad leaves with
+no slice at all (its only volumes were the bad ones) stops the build with one line and exit 2, its
+manifest left `complete: false` so that training refuses it, unless --allow_empty_split (then it
+is complete). An emptied val or test split would let training run to its end and fail there; an
+emptied train split is an error too (most likely the wrong files, modality or --src), though
+training would refuse it at once: with --allow_empty_split the build completes and can serve
+`medsr_jax.evaluate` (test split) while training refuses it ('the training source has no
+slices'). A split that was planned empty (no subject of its own) is never an error.
 
 Tests: `.venv/bin/python -m pytest -q tests/test_data_prep.py tests/test_data_prep_bad.py
 tests/test_data_prep_folder.py tests/test_data_prep_msgan.py`.
@@ -94,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                  help='leave out volumes with bad input (listed in the manifest) instead of '
                       'stopping')
   p.add_argument('--allow_empty_split', action='store_true',
-                 help='with --skip_bad: accept a val or test split left without slices (by '
-                      'default an error, as training would fail at its end)')
+                 help='with --skip_bad: accept a train, val or test split left without '
+                      'slices (by default an error: training would refuse it or fail at its '
+                      'end)')
   p.add_argument('--modalities', default='',
                  help='BraTS: channels in order (default t1ce,t1,t2,flair; msgan: t1ce only); '
                       'folder: the channel name (default image)')
@@ -265,10 +269,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _check_no_split_emptied(out: str, m: manifest_lib.Manifest, split_volumes) -> None:
-  """InputError when skipped volumes left the val or test split, which had volumes, without any
-  slice (training would run to its end and fail at the final evaluation); the manifest is marked
-  incomplete. Training refuses an empty train split at its start."""
-  for s in ('val', 'test'):
+  """InputError when skipped volumes left a split, which had volumes, without any slice; the
+  manifest is marked incomplete. An emptied val or test split would let training run to its end
+  and fail at the final evaluation; training refuses an empty train split at its start, but a
+  train split emptied by bad input is most likely a mistake (wrong files or modality) too."""
+  for s in manifest_lib.SPLITS:
     skipped = [x for x in m.skipped if x['shard'].startswith(f'{s}-')]
     if not split_volumes[s] or m.splits[s].num_records or not skipped:
       continue

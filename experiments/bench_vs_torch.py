@@ -44,6 +44,7 @@ from absl import app, flags
 
 from medsr_jax import errors
 from medsr_jax.errors import InputError
+from medsr_jax.io import text_files
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_HARNESS = REPO.parent / "shared" / "torchref"
@@ -299,7 +300,7 @@ def main(argv):
       path = pathlib.Path(_MARKDOWN.value)
       if not path.parent.is_dir():
         raise InputError(f"{path}: directory does not exist")
-      path.write_text(text, encoding="utf-8")
+      text_files.write_text_atomic(path, text, what="--markdown")
       print(f"wrote {path}", file=sys.stderr)
 
   errors.cli_main(go)

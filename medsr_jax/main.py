@@ -45,9 +45,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 def write_config(config, workdir: pathlib.Path) -> None:
-  """The resolved config, as JSON (for tools) next to the run's outputs."""
+  """The resolved config, as JSON (for tools) next to the run's outputs; written atomically (a
+  kill or a full disk leaves the old config.json or the new one, never a partial one)."""
+  from medsr_jax.io import text_files  # pylint: disable=import-outside-toplevel
   text = json.dumps(config_checks.resolved_json(config), indent=2, sort_keys=True)
-  (workdir / "config.json").write_text(text + "\n")
+  text_files.write_text_atomic(workdir / "config.json", text + "\n", what="config")
 
 
 def run(config, workdir: str) -> dict:

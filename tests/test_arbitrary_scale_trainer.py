@@ -79,6 +79,9 @@ def test_resume_continues_the_scale_sequence_with_the_same_losses(tmp_path):
   assert "MIASSR" in table and "| x2 |" in table and "| x3 |" in table, table
   exported = json.loads((straight / "export" / "config.json").read_text())
   assert exported["model"] == "miassr" and exported["extra"]["train_scales"] == [2.0, 4.0]
+  protocol = exported["extra"]["protocol"]  # what `python -m medsr_jax.evaluate` reads
+  assert protocol["scales"] == [2.0, 3.0] and protocol["degradation"] == "bicubic"
+  assert protocol["blur"] is bool(json.loads((straight / "config.json").read_text())["data"]["blur"])
   assert list(straight.glob("panel_*_x3.png"))
 
 

@@ -88,6 +88,80 @@ def test_reexport_replaces_and_drops_other_format(tmp_path, params):
   assert export.load_export(str(tmp_path / 'exp'))[2]['extra'] == {'step': 9}
 
 
+def _tree(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+@pytest.mark.parametrize('exchange', [True, False], ids=['renameat2', 'move_aside'])
+def test_reexport_is_atomic_as_a_whole(tmp_path, params, monkeypatch, exchange):
+  """A failed re-export (a full disk) keeps the old export whole; a successful one replaces the
+  directory as a whole, leaving nothing beside it (with or without RENAME_EXCHANGE)."""
+  if not exchange:
+    monkeypatch.setattr(export, '_exchange', lambda a, b: False)
+  exp = tmp_path / 'exp'
+  _save(exp, params, extra={'step': 1})
+  old = _tree(exp)
+  real_write = export._write_params  # pylint: disable=protected-access
+
+  def half_then_full(path, *args):
+    real_write(path, *args)
+    with open(path, 'r+b') as f:
+      f.truncate(100)  # half written
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(export, '_write_params', half_then_full)
+  with pytest.raises(OSError, match='No space left'):
+    _save(exp, params, extra={'step': 2})
+  assert _tree(exp) == old and os.listdir(tmp_path) == ['exp']
+  monkeypatch.setattr(export, '_write_params', real_write)
+
+  _save(exp, params, fmt='safetensors', extra={'step': 3})
+  assert os.listdir(tmp_path) == ['exp']
+  assert sorted(os.listdir(exp)) == ['config.json', 'params.safetensors']
+  assert export.load_export(str(exp))[2]['extra'] == {'step': 3}
+
+
+def test_leftovers_of_a_killed_save_are_ignored_then_removed(tmp_path, params):
+  exp = tmp_path / 'exp'
+  _save(exp, params, extra={'step': 1})
+  # What kill -9 leaves: a half-written new export beside the old one (and, from the per-file
+  # writes of earlier versions, a temporary file inside it).
+  (tmp_path / '.exp.tmp-0123456789ab').mkdir()
+  (tmp_path / '.exp.tmp-0123456789ab' / 'params.npz').write_bytes(b'PK\x03\x04')
+  (exp / '.params.npz.0123456789ab.tmp').write_bytes(b'PK')
+  assert export.load_export(str(exp))[2]['extra'] == {'step': 1}
+  _save(exp, params, extra={'step': 2})
+  assert os.listdir(tmp_path) == ['exp'] and sorted(os.listdir(exp)) == ['config.json',
+                                                                          'params.npz']
+  assert export.load_export(str(exp))[2]['extra'] == {'step': 2}
+
+
+def test_export_refuses_a_directory_with_other_files(tmp_path, params):
+  out = tmp_path / 'mine'
+  out.mkdir()
+  (out / 'notes.txt').write_text('keep me')
+  with pytest.raises(InputError, match=r'holds notes.txt besides an export'):
+    _save(out, params)
+  assert os.listdir(out) == ['notes.txt'] and os.listdir(tmp_path) == ['mine']
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(InputError, match='is not a directory'):
+    _save(tmp_path / 'file', params)
+  # An empty directory, or a symlink to an export, is fine (the link stays a link).
+  (out / 'notes.txt').unlink()
+  _save(out, params)
+  os.symlink(out, tmp_path / 'link')
+  _save(tmp_path / 'link', params, extra={'step': 8})
+  assert os.path.islink(tmp_path / 'link')
+  assert export.load_export(str(out))[2]['extra'] == {'step': 8}
+
+
 def test_save_rejects_wrong_variables_and_writes_nothing(tmp_path, params):
   bad = export.unflatten_params(dict(export.flatten_params(params)))
   bad['head']['kernel'] = np.zeros((3, 3, 1, 5), np.float32)

@@ -158,6 +158,38 @@ def test_full_disk_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
   assert not (workdir / "export" / "config.json").exists()
 
 
+def test_appends_and_config_are_atomic(tmp_path, monkeypatch):
+  """results.md appends (notes, Dice tables, the GAN's best checkpoint) and config.json go
+  through one atomic helper: a full disk leaves the old text whole, never half an append."""
+  results = tmp_path / "results.md"
+  text_files.append_text_atomic(results, "| table |\n", what="results")  # created if missing
+  text_files.append_text_atomic(results, "\nNote: a\n", what="results")
+  assert results.read_text() == "| table |\n\nNote: a\n"
+  real_fdopen = os.fdopen
+
+  def full(fd, *args, **kwargs):
+    f = real_fdopen(fd, *args, **kwargs)
+    real_write = f.write
+
+    def write(text):
+      real_write(text[:3])  # part of it reached the file, then the disk was full
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    f.write = write
+    return f
+
+  monkeypatch.setattr(text_files.os, "fdopen", full)
+  with pytest.raises(errors.InputError, match=r"^results: cannot write .*\[Errno 28\]"):
+    text_files.append_text_atomic(results, "\nNote: b\n", what="results")
+  assert results.read_text() == "| table |\n\nNote: a\n"
+  config = _config(6)
+  with pytest.raises(errors.InputError, match=r"^config: cannot write .*config.json"):
+    main_lib.write_config(config, tmp_path)
+  assert sorted(os.listdir(tmp_path)) == ["results.md"]  # no config.json, no temporary file
+  monkeypatch.undo()
+  main_lib.write_config(config, tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == config.model.name
+
+
 def _vol(seed):
   t1, _ = fx.brain_block((32, 36), [70 + seed + 3 * k for k in range(4)], step=4)
   return t1.astype(np.float64) + seed
@@ -185,6 +217,32 @@ def test_skip_bad_that_empties_a_split_is_an_error(tmp_path, capsys):
   assert build.main(base + [f"--out={out}", "--allow_empty_split"]) == 0
   m = manifest.read_manifest(str(out))
   assert m.complete and m.splits["test"].num_records == 0 and len(m.skipped) == 1
+
+
+def test_skip_bad_that_empties_the_train_split_is_an_error(tmp_path, capsys):
+  # The same rule for train (training would refuse the build at its start; the data can still
+  # serve evaluation, with --allow_empty_split).
+  src, split = tmp_path / "src", tmp_path / "split.json"
+  for i in (1, 2, 3):
+    fx.write_nifti(str(src / f"sub0{i}.nii.gz"), _vol(i))
+  (src / "sub01.nii.gz").write_bytes(b"\x1f\x8b truncated")  # the only train subject
+  split.write_text(json.dumps({"train": ["sub01"], "val": ["sub02"], "test": ["sub03"]}))
+  base = ["--dataset=folder", f"--src={src}", "--workers=1", "--quiet", f"--split=file:{split}",
+          "--skip_bad"]
+  out = tmp_path / "out"
+  with pytest.raises(SystemExit) as e:
+    errors.cli_main(lambda: build.main(base + [f"--out={out}"]))
+  err = capsys.readouterr().err
+  assert e.value.code == 2
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "left the train split without slices" in lines[0], err
+  assert "sub01" in lines[0] and "--allow_empty_split" in lines[0]
+  m = manifest.read_manifest(str(out))
+  assert not m.complete and m.splits["test"].num_records > 0  # every good shard is whole
+  assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary file left
+  assert build.main(base + [f"--out={out}", "--allow_empty_split"]) == 0
+  m = manifest.read_manifest(str(out))
+  assert m.complete and m.splits["train"].num_records == 0 and len(m.skipped) == 1
 
 
 _POOL_SCRIPT = """

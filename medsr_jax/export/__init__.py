@@ -7,6 +7,13 @@ Layout of an export directory (format version 1):
                        ("params/head/kernel", "constants/mean_shift/mean", ...)
   or params.safetensors  the same arrays in safetensors format (`fmt='safetensors'`)
 
+An export directory is written as a whole: into a temporary sibling directory
+(`.<name>.tmp-<random>`), which then takes the place of the old export in one atomic exchange
+(`renameat2(RENAME_EXCHANGE)` on Linux), so a kill, a full disk or any failure leaves the old
+export (or none) intact, never a partial one. Only a directory that holds nothing but an export's
+files is replaced (an `--out` that holds other files is refused). Leftovers of a killed save are
+removed by the next save to the same directory (one writer at a time per export directory).
+
 Nothing in an export is ever unpickled (`np.load(..., allow_pickle=False)`), so exports from
 untrusted sources are safe to read; `load_export` checks every key and shape against the model
 that config.json names before handing the variables out.
@@ -27,8 +34,14 @@ Run the checks with:
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import re
+import shutil
+import sys
+import uuid
 from typing import Any, Mapping, Optional
 
 import jax
@@ -187,13 +200,95 @@ def _write_params(path: str, arrays: Mapping[str, np.ndarray], fmt: str,
     save_file(dict(arrays), path, metadata=dict(metadata))
 
 
+_TMP_TAG = '.tmp-'   # .<name>.tmp-<hex>: a new export being written, or an old one being removed
+_OLD_TAG = '.old-'   # .<name>.old-<hex>: the old export moved aside (without RENAME_EXCHANGE)
+# Temporary files of the per-file writes of earlier versions, killed mid-write.
+_OLD_TEMP_RE = re.compile(r'^\.(config\.json|params\.(npz|safetensors))\.[0-9a-f]+\.tmp$')
+
+
+def _check_replaceable(directory: str, target: str) -> None:
+  """InputError unless `target` is absent or a directory holding only an export's files."""
+  if not os.path.lexists(target):
+    return
+  if not os.path.isdir(target):
+    raise InputError(f'{directory}: exists and is not a directory; cannot write an export there')
+  own = {CONFIG_FILE, *PARAM_FILES.values()}
+  others = sorted(n for n in os.listdir(target) if n not in own and not _OLD_TEMP_RE.match(n))
+  if others:
+    more = f' and {len(others) - 3} more' if len(others) > 3 else ''
+    raise InputError(f'{directory}: holds {", ".join(others[:3])}{more} besides an export; an '
+                     'export replaces its whole directory, so write it to a new or empty one')
+
+
+def _remove_leftovers(parent: str, name: str) -> None:
+  """Removes what a killed save of `parent/name` left beside it."""
+  for entry in os.listdir(parent):
+    if entry.startswith((f'.{name}{_TMP_TAG}', f'.{name}{_OLD_TAG}')):
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _fsync(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Atomically swaps the paths `a` and `b` (Linux renameat2 RENAME_EXCHANGE); False where the
+  system or the file system cannot."""
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):  # glibc < 2.28, musl
+    return False
+  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                        ctypes.c_uint]
+  renameat2.restype = ctypes.c_int
+  at_fdcwd, rename_exchange = -100, 2
+  if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    return True
+  err = ctypes.get_errno()
+  if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    return False
+  raise OSError(err, os.strerror(err), b)
+
+
+def _move_into_place(tmp: str, target: str, directory: str) -> None:
+  """The complete export `tmp` becomes `target`; an old `target` ends up at `tmp`."""
+  try:
+    if not os.path.lexists(target):
+      os.rename(tmp, target)
+      return
+    if _exchange(tmp, target):
+      return
+    # No atomic exchange here: the old export is moved aside for a moment.
+    old = os.path.join(os.path.dirname(target),
+                       f'.{os.path.basename(target)}{_OLD_TAG}{uuid.uuid4().hex[:12]}')
+    os.rename(target, old)
+    try:
+      os.rename(tmp, target)
+    except BaseException:
+      os.rename(old, target)
+      raise
+    os.rename(old, tmp)
+  except OSError as e:
+    if e.errno in (errno.EBUSY, errno.EXDEV):  # a mount point
+      raise InputError(f'{directory}: cannot replace it ({images.one_line(e)}); write the '
+                       'export to a folder inside it') from e
+    raise
+
+
 def save_export(directory: str, *, model_name: str, model_kwargs: Mapping[str, Any], scale: Any,
                 in_channels: int, params: Mapping[str, Any],
                 extra: Optional[Mapping[str, Any]] = None, fmt: str = 'npz') -> dict[str, Any]:
   """Writes `directory`/config.json and params.npz (or params.safetensors).
 
   Args:
-    directory: created if needed; an existing export there is replaced.
+    directory: created if needed (with its parents); an existing export there is replaced as
+      a whole, once the new one is complete. A directory that holds other files is refused.
     model_name: a name registered in `medsr_jax.models`.
     model_kwargs: overrides passed to `models.build` (JSON-serialisable).
     scale: the model's SR scale.
@@ -204,9 +299,14 @@ def save_export(directory: str, *, model_name: str, model_kwargs: Mapping[str, A
     extra: more JSON-serialisable facts to record (training step, validation PSNR, ...).
     fmt: 'npz' or 'safetensors'.
 
-  The variables are checked against the model before anything is written. Files are written to
-  temporary names in `directory` and moved into place with `os.replace`, the parameters first and
-  config.json last, so a crash leaves either the old export or the new one readable.
+  The variables are checked against the model before anything is written. The export is written
+  to a temporary sibling directory, synced to disk, and exchanged with the old one atomically, so
+  a crash or a full disk leaves either the old export or the new one, complete.
+
+  Raises:
+    ValueError: variables that do not match the model, or an unknown `fmt`.
+    InputError: `directory` is a file, holds other files than an export's, or is a mount point.
+    OSError: a failed write (a full disk); the old export, if any, is intact.
 
   Returns:
     The config dict written to config.json.
@@ -247,22 +347,24 @@ def save_export(directory: str, *, model_name: str, model_kwargs: Mapping[str, A
   }
   text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + '\n'
 
-  os.makedirs(directory, exist_ok=True)
-  tmp_params = images.temp_name(os.path.join(directory, PARAM_FILES[fmt]))
-  tmp_config = images.temp_name(os.path.join(directory, CONFIG_FILE))
+  target = os.path.realpath(os.fspath(directory))  # a symlink to an export stays one
+  _check_replaceable(os.fspath(directory), target)
+  parent, name = os.path.split(target)
+  os.makedirs(parent, exist_ok=True)
+  _remove_leftovers(parent, name)
+  tmp = os.path.join(parent, f'.{name}{_TMP_TAG}{uuid.uuid4().hex[:12]}')
+  os.mkdir(tmp)  # the umask applies, as to a plain os.makedirs
   try:
-    _write_params(tmp_params, arrays, fmt, {'format': FORMAT, 'model': model_name})
-    with open(tmp_config, 'x', encoding='utf-8') as f:
+    _write_params(os.path.join(tmp, PARAM_FILES[fmt]), arrays, fmt,
+                  {'format': FORMAT, 'model': model_name})
+    with open(os.path.join(tmp, CONFIG_FILE), 'x', encoding='utf-8') as f:
       f.write(text)
-    os.replace(tmp_params, os.path.join(directory, PARAM_FILES[fmt]))
-    os.replace(tmp_config, os.path.join(directory, CONFIG_FILE))
+    for entry in (PARAM_FILES[fmt], CONFIG_FILE, ''):  # on disk before the exchange
+      _fsync(os.path.join(tmp, entry))
+    _move_into_place(tmp, target, os.fspath(directory))  # tmp now holds the old export, if any
+    _fsync(parent)
   finally:
-    for tmp in (tmp_params, tmp_config):
-      if os.path.exists(tmp):
-        os.remove(tmp)
-  for other_fmt, name in PARAM_FILES.items():  # a stale file of the other format would confuse
-    if other_fmt != fmt and os.path.exists(os.path.join(directory, name)):
-      os.remove(os.path.join(directory, name))
+    shutil.rmtree(tmp, ignore_errors=True)
   return config
 
 

@@ -6,20 +6,31 @@ maps (Figs. 3.7, 3.8, 3.15, 3.16). Every image is brought to the HR size (a smal
 LR input, by nearest-neighbour so its pixels stay visible), clipped to [0, 1] and separated by 2-pixel
 white bars; the error map is |SR - HR| times `error_scale`, clipped. The default gain x10 matches the
 display range of Fig. 3.8 (differences of images in [-1, 1] shown over [-0.2, 0.2], i.e. 0.1 on the
-[0, 1] scale used here is white). The result is a uint8 array for `save_png` or
-`TensorBoardWriter.write_images`.
+[0, 1] scale used here is full scale).
+
+By default the panel is annotated (an RGB uint8 array): a title strip over every tile (its name,
+or `labels[name]`, e.g. the method), each image of the HR size but HR itself (bicubic, SR) with its
+PSNR / SSIM against HR computed as the results tables do (`metrics.image_quality`: border crop
+ceil(scale), data range 1, no clipping; pass `scale`), the LR tile with its own size, the error map
+in colour (`inferno`: black = no error) and a colour bar labelled in |SR - HR| units. Tiles narrower
+than MIN_TILE_WIDTH are magnified by an integer factor (nearest neighbour) so the titles fit.
+Rendering is numpy + Pillow text (matplotlib only supplies the colour map table): a few ms per
+panel. `annotate=False` gives the bare greyscale tiles. The result is a uint8 array for `save_png`
+or `TensorBoardWriter.write_images`.
 
 `roi_panel` is the zoomed comparison of Fig. 3.17: the whole HR slice with the ROI outlined, then
 the ROI of the ground truth and of each method, captioned with its PSNR / SSIM (Pillow's default
 font, in a strip under the tiles).
 
 Usage:
-  panel = comparison_panel({"LR": lr, "bicubic": bic, "SR": sr, "HR": hr})
+  panel = comparison_panel({"LR": lr, "bicubic": bic, "SR": sr, "HR": hr}, scale=4,
+                           labels={"SR": "RDST"})
   save_png(workdir / "samples" / "step_001000.png", panel)
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -29,8 +40,12 @@ import numpy as np
 from PIL import Image
 
 from medsr_jax.errors import InputError
+from medsr_jax.metrics import image_quality
 
 SEPARATOR_VALUE = 255  # white bars between tiles
+ERROR_CMAP = "inferno"  # colour map of the annotated error map (black = no error)
+MIN_TILE_WIDTH = 128  # annotated panels zoom small tiles (integer, nearest) to at least this
+MIN_FONT_SIZE, MAX_FONT_SIZE = 11, 18  # title font: about a tenth of the tile width
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -96,7 +111,7 @@ def resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _hstack(tiles: Sequence[np.ndarray], separator: int) -> np.ndarray:
   height = tiles[0].shape[0]
-  bar = np.full((height, separator), SEPARATOR_VALUE, np.uint8)
+  bar = np.full((height, separator) + tiles[0].shape[2:], SEPARATOR_VALUE, np.uint8)
   parts = []
   for i, tile in enumerate(tiles):
     if i and separator:
@@ -107,20 +122,45 @@ def _hstack(tiles: Sequence[np.ndarray], separator: int) -> np.ndarray:
 
 def comparison_panel(images: Mapping[str, np.ndarray], *,
                      error_pair: tuple[str, str] | None = ("SR", "HR"),
-                     error_scale: float = 10.0, separator: int = 2) -> np.ndarray:
-  """Side-by-side uint8 panel of `images` (in dict order), plus an error map.
+                     error_scale: float = 10.0, separator: int = 2, annotate: bool = True,
+                     labels: Mapping[str, str] | None = None, reference: str | None = None,
+                     scale: float | None = None,
+                     scores: Mapping[str, tuple[float, float]] | None = None,
+                     colorbar: bool = True, cmap: str = ERROR_CMAP, zoom: int | None = None
+                     ) -> np.ndarray:
+  """Side-by-side panel of `images` (in dict order), plus an error map.
 
   Args:
-    images: name -> (H, W) or (H, W, 1) image in [0, 1] (values outside are clipped). All images are
-      shown at the size of `error_pair[1]` (the HR image) when present, else the largest one; an
-      image of another size is nearest-neighbour resized to it.
+    images: name -> (H, W) or (H, W, 1) image in [0, 1] (values outside are clipped for display,
+      never for scoring). All images are shown at the size of `error_pair[1]` (the HR image) when
+      present, else the largest one; an image of another size is nearest-neighbour resized to it.
     error_pair: (a, b): when both are in `images`, |a - b| * error_scale, clipped to [0, 1], is
       appended as the last tile; a and b must have the same shape. None: no error map.
-    error_scale: gain of the error map (x10: an error of 0.1 is white; dissertation Fig. 3.8).
+    error_scale: gain of the error map (x10: an error of 0.1 is full scale; dissertation
+      Fig. 3.8).
     separator: width in pixels of the white bars between tiles.
+    annotate: True (default): an RGB panel with a title strip over every tile, each SR image's
+      PSNR / SSIM against the reference in its title, the error map in colour (`cmap`) with a
+      colour bar. False: the bare greyscale tiles (no text, grey error map), as before.
+    labels: name -> title shown over the tile (default: the name), e.g. {"SR": "RDST"}.
+    reference: the ground truth the scores are computed against; default `error_pair[1]` (or
+      "HR" without an error pair). Every other image of the reference's own size is scored
+      (typically bicubic and SR; the smaller LR input is not).
+    scale: super-resolution scale: the scores crop ceil(scale) pixels from every border, as the
+      results tables (`image_quality.slice_scores`: PSNR and SSIM with data range 1, images not
+      clipped). None: inferred as the reference height over the height of the smallest image
+      (the LR input), rounded to 0.1; no crop when every image has the reference size.
+    scores: name -> (PSNR, SSIM) to show instead of computing them (e.g. the numbers of the
+      results table).
+    colorbar: annotate only: a colour bar of the error map (|a - b| from 0 to 1 / error_scale)
+      right of the error tile.
+    cmap: annotate only: matplotlib colour map of the error map.
+    zoom: annotate only: integer nearest-neighbour magnification of every tile; None: the
+      smallest that makes tiles at least MIN_TILE_WIDTH pixels wide, so the titles fit.
 
   Returns:
-    uint8 array of shape (H, n_tiles * W + (n_tiles - 1) * separator).
+    annotate=False: uint8 array (H, n_tiles * W + (n_tiles - 1) * separator).
+    annotate=True: uint8 RGB array (title strip + zoom * H, ..., 3).
   """
   if not images:
     raise ValueError("comparison_panel needs at least one image")
@@ -134,24 +174,161 @@ def comparison_panel(images: Mapping[str, np.ndarray], *,
     if a.shape != (height, width):
       a = resize_nearest(a, height, width)
     tiles.append(a)
+  error = None
   if error_pair is not None and all(k in arrays for k in error_pair):
     a, b = (arrays[k] for k in error_pair)
     if a.shape != b.shape:
       raise ValueError(
           f"error map needs {error_pair[0]!r} and {error_pair[1]!r} of the same shape, "
           f"got {a.shape} and {b.shape}")
-    tiles.append(np.clip(np.abs(a - b) * error_scale, 0.0, 1.0))
-  return _hstack([to_uint8(t) for t in tiles], separator)
+    error = np.clip(np.abs(a - b) * error_scale, 0.0, 1.0)
+  if not annotate:
+    return _hstack([to_uint8(t) for t in tiles + ([error] if error is not None else [])],
+                   separator)
+
+  labels = {name: str((labels or {}).get(name, name)) for name in arrays}
+  if reference is None:
+    reference = error_pair[1] if error_pair is not None else "HR"
+  found = panel_scores(images, reference=reference, scale=scale, given=scores)
+  zoom = int(zoom) if zoom else max(1, -(-MIN_TILE_WIDTH // width))
+  if zoom < 1:
+    raise ValueError(f"zoom must be >= 1, got {zoom}")
+  font = _font(min(MAX_FONT_SIZE, max(MIN_FONT_SIZE, (width * zoom) // 11)))
+  texts, columns = [], []
+  for (name, raw), tile in zip(arrays.items(), tiles):
+    lines = [labels[name]]
+    if name in found:
+      psnr, ssim = found[name]
+      lines += [f"PSNR {psnr:.2f} dB", f"SSIM {ssim:.4f}"]
+    elif raw.shape != (height, width):
+      lines.append(f"{raw.shape[0]}x{raw.shape[1]} px")
+    texts.append(lines)
+    columns.append(_grey_rgb(_zoom(to_uint8(tile), zoom)))
+  if error is not None:
+    ea, eb = (labels[k] for k in error_pair)
+    texts.append([f"|{ea} - {eb}|", f"x{error_scale:g}"])
+    columns.append(_zoom(_colormap(cmap)[to_uint8(error)], zoom))
+    if colorbar:
+      texts.append([""])
+      columns.append(_colorbar(height * zoom, error_scale, cmap, font))
+  strip_h = _text_height(font, max(len(t) for t in texts))
+  columns = [np.concatenate([_title_strip(t, c.shape[1], strip_h, font), c], axis=0)
+             for t, c in zip(texts, columns)]
+  return _hstack(columns, separator)
+
+
+def panel_scores(images: Mapping[str, np.ndarray], *, reference: str = "HR",
+                 scale: float | None = None,
+                 given: Mapping[str, tuple[float, float]] | None = None
+                 ) -> dict[str, tuple[float, float]]:
+  """{name: (PSNR, SSIM)} of every image of the reference's size but the reference, against it:
+  what `comparison_panel` shows (its `reference`, `scale` and `scores` arguments). `given`
+  entries are taken as they are. Images too small for the crop and the 7x7 SSIM window, and all
+  images when the reference is absent, get none."""
+  found = {k: (float(v[0]), float(v[1])) for k, v in (given or {}).items() if k in images}
+  if reference not in images:
+    return found
+  raw = {k: _squeeze(v) for k, v in images.items()}
+  gt = raw[reference]
+  if scale is None:
+    smaller = [v.shape[0] for v in raw.values() if v.ndim == 2 and v.shape[0] < gt.shape[0]]
+    scale = round(gt.shape[0] / min(smaller), 1) if smaller else 0.0
+  margin = image_quality.evaluation_margin(scale) if scale > 0 else 0
+  for name, pred in raw.items():
+    if name == reference or name in found or pred.shape != gt.shape:
+      continue
+    try:
+      g, p = image_quality.crop_border(gt, margin), image_quality.crop_border(pred, margin)
+      found[name] = (image_quality.psnr(g, p), image_quality.ssim(g, p))
+    except InputError:  # too small for the crop or the 7x7 SSIM window: no scores
+      pass
+  return found
+
+
+def _squeeze(image) -> np.ndarray:
+  image = np.asarray(image, dtype=np.float64)
+  return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
+def _zoom(image: np.ndarray, zoom: int) -> np.ndarray:
+  return image if zoom == 1 else np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
+
+
+def _grey_rgb(image: np.ndarray) -> np.ndarray:
+  return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+
+
+@functools.lru_cache(maxsize=8)
+def _colormap(name: str) -> np.ndarray:
+  """(256, 3) uint8 lookup table of a matplotlib colour map (index = uint8 value)."""
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  lut = colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+  return np.round(lut * 255.0).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int):
+  from PIL import ImageFont  # pylint: disable=import-outside-toplevel
+  try:
+    return ImageFont.load_default(size=size)  # Aileron (FreeType); bitmap font without FreeType
+  except (TypeError, OSError, ImportError):
+    return ImageFont.load_default()
+
+
+def _text_height(font, lines: int) -> int:
+  return lines * (font.getbbox("Ag")[3] + 2) + 4
+
+
+def _text_width(font, text: str) -> int:
+  return int(font.getbbox(text)[2])
+
+
+def _title_strip(lines: Sequence[str], width: int, height: int, font) -> np.ndarray:
+  """White text on black, one line per entry, clipped to `width`; (height, width, 3) uint8."""
+  from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+  strip = Image.new("L", (int(width), int(height)), 0)
+  draw = ImageDraw.Draw(strip)
+  line_h = font.getbbox("Ag")[3] + 2
+  for i, line in enumerate(lines):
+    draw.text((2, 2 + i * line_h), line, fill=255, font=font)
+  return _grey_rgb(np.asarray(strip, np.uint8))
+
+
+def _colorbar(height: int, error_scale: float, cmap: str, font) -> np.ndarray:
+  """A vertical colour bar (full scale at the top) with ticks at 0, half and full scale labelled
+  in units of |a - b| (full scale = 1 / error_scale); white background, (height, w, 3) uint8."""
+  from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+  bar_w = max(8, height // 16)
+  ticks = [(1.0, f"{1.0 / error_scale:.3g}+"), (0.5, f"{0.5 / error_scale:.3g}"), (0.0, "0")]
+  text_h = font.getbbox("Ag")[3]
+  label_w = max(_text_width(font, t) for _, t in ticks) + 6
+  values = np.round(np.linspace(255.0, 0.0, height)).astype(np.uint8)
+  out = np.full((height, bar_w + label_w, 3), 255, np.uint8)
+  out[:, :bar_w] = _colormap(cmap)[values][:, None, :]
+  image = Image.fromarray(out)
+  draw = ImageDraw.Draw(image)
+  for frac, text in ticks:
+    y = int(round((1.0 - frac) * (height - 1)))
+    draw.line([(bar_w, y), (bar_w + 3, y)], fill=(0, 0, 0))
+    top = min(max(0, y - text_h // 2), max(0, height - text_h - 1))
+    draw.text((bar_w + 5, top), text, fill=(0, 0, 0), font=font)
+  return np.asarray(image, np.uint8)
 
 
 def stack_rows(panels: Sequence[np.ndarray], separator: int = 2) -> np.ndarray:
-  """Stacks uint8 panels of equal width vertically with white bars (one row per sample)."""
+  """Stacks uint8 panels of equal width vertically with white bars (one row per sample).
+
+  Greyscale panels are made RGB when any panel is RGB.
+  """
   if not panels:
     raise ValueError("stack_rows needs at least one panel")
   widths = {p.shape[1] for p in panels}
   if len(widths) != 1:
     raise ValueError(f"panels must have the same width, got {sorted(widths)}")
-  return np.swapaxes(_hstack([np.swapaxes(to_uint8(p), 0, 1) for p in panels], separator), 0, 1)
+  panels = [to_uint8(p) for p in panels]
+  if any(p.ndim == 3 for p in panels):
+    panels = [_grey_rgb(p) for p in panels]
+  return np.swapaxes(_hstack([np.swapaxes(p, 0, 1) for p in panels], separator), 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ _register_many('medsr_jax.torch_layouts.meta_sr', ['miassr', 'meta_rdn', 'meta_s
 _register_many('medsr_jax.torch_layouts.discriminators', ['srgan_d', 'wgan_gp_d', 'miassr_d'])
 _register_many('medsr_jax.torch_layouts.unet_seg', ['unet_seg'])
 _register_many('medsr_jax.torch_layouts.vgg', ['vgg19'])
+_register_many('medsr_jax.torch_layouts.inception', ['fid_inception'])
 
 
 def names() -> list[str]:

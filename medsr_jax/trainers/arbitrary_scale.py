@@ -174,9 +174,10 @@ class ArbitraryScaleMixin:
     summary = {"bicubic": means["bicubic"], "model": means["model"]}
     if jax.process_index() == 0:
       notes = "".join(f"\nNote: {n}\n" for n in self.notes)
-      text_files.write_text_atomic(self.workdir / "results.md", table + "\n" + notes)
+      text_files.write_text_atomic(self.workdir / "results.md", table + "\n" + notes,
+                                   what="results")
       text_files.write_text_atomic(self.workdir / "results.json",
-                                   json.dumps({**summary, **result}, indent=1))
+                                   json.dumps({**summary, **result}, indent=1), what="results")
       written = self._write_panels(images, variables)
       writer.write_images(step, {f"test/{k}": v for k, v in written.items()})
     writer.write_scalars(step, {f"test_{k}_{m}": summary[k][f"{m}_mean"]

@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pathlib
 from typing import Any, Sequence
 
@@ -62,7 +61,7 @@ import numpy as np
 from medsr_jax import evaluate, export, models, sharding
 from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
-from medsr_jax.io import images as images_io
+from medsr_jax.io import text_files
 from medsr_jax.metrics import roi_detection
 from medsr_jax.trainers import sr
 from medsr_jax.trainers import state as state_lib
@@ -198,17 +197,6 @@ def settings_from_config(config) -> DetectorSettings:
 
 def scale_label(scale: float) -> str:
   return f'x{scale:g}' + (' (HR)' if float(scale) == 1.0 else '')
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = images_io.temp_name(str(path))
-  try:
-    with open(tmp, 'x', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,11 +407,13 @@ class DetectorTrainer:
                f'> 95 %, bad <= 95 %; centre error in HR pixels. The last row puts the ROI '
                f'around the label centres (what the ROI size alone allows).\n\n')
     if jax.process_index() == 0:
-      _write_atomic(self.workdir / 'results.md', heading + table + '\n')
+      text_files.write_text_atomic(self.workdir / 'results.md', heading + table + '\n',
+                                   what='results')
       payload = {'step': int(step), 'roi_size': [h, w],
                  'lesion_labels': list(self.settings.lesion_labels),
                  'target_convention': roi_detection.TARGET_CONVENTION, 'scales': per_scale}
-      _write_atomic(self.workdir / 'results.json', json.dumps(payload, indent=1) + '\n')
+      text_files.write_text_atomic(self.workdir / 'results.json',
+                                   json.dumps(payload, indent=1) + '\n', what='results')
     print(f'\nTest slices with lesions ({len(test.indices)}), ROI {h}x{w}:\n{table}', flush=True)
     return {k: dict(v) for k, v in rows.items()}
 

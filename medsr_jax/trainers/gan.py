@@ -44,6 +44,7 @@ import optax
 
 from medsr_jax import evaluate, export, models, sharding
 from medsr_jax.errors import InputError
+from medsr_jax.io import text_files
 from medsr_jax.losses import adversarial
 from medsr_jax.trainers import objectives, schedule, sr
 from medsr_jax.trainers import state as state_lib
@@ -281,8 +282,7 @@ class GANTrainer(sr.SRTrainer):
       note = (f"\nBest validation PSNR: checkpoint {self.best_checkpoint} "
               f"({self.workdir / 'checkpoints' / str(self.best_checkpoint)}); the export is the "
               f"generator at the end of the run (step {step}).\n")
-      with open(self.workdir / "results.md", "a") as f:
-        f.write(note)
+      text_files.append_text_atomic(self.workdir / "results.md", note, what="results")
       print(note.strip(), flush=True)
     return summary
 

@@ -41,6 +41,7 @@ import numpy as np
 from medsr_jax import baselines, evaluate
 from medsr_jax.data import lesion
 from medsr_jax.io import predictions as predictions_io
+from medsr_jax.io import text_files
 from medsr_jax.logging import panels, plots
 
 REGIONS = ("roi", "slice")
@@ -120,12 +121,13 @@ def _write_files(workdir: pathlib.Path, rows, outputs, ev: lesion.EvalSet, table
                  model_label: str) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
   notes = "".join(f"\nNote: {n}\n" for n in trainer.notes)
-  (workdir / "results.md").write_text(table + "\n" + notes)
+  text_files.write_text_atomic(workdir / "results.md", table + "\n" + notes, what="results")
   per_slice = {label: {region: {"psnr": s.psnr.tolist(), "ssim": s.ssim.tolist(), **s.summary()}
                        for region, s in by.items()} for label, by in rows.items()}
   per_slice["ids"] = list(ev.ids)
   per_slice["roi_boxes"] = ev.boxes.tolist()
-  (workdir / "results.json").write_text(json.dumps(per_slice, indent=1))
+  text_files.write_text_atomic(workdir / "results.json", json.dumps(per_slice, indent=1),
+                               what="results")
   plots.box_plots({label: {"psnr": by["roi"].psnr, "ssim": by["roi"].ssim}
                    for label, by in rows.items()}, workdir / "boxplot_roi.png",
                   title=f"ROI, x{trainer.scale:g}")

@@ -74,6 +74,7 @@ from medsr_jax import config_lib, export, models, sharding
 from medsr_jax.data import manifest as manifest_lib
 from medsr_jax.data import sources
 from medsr_jax.errors import InputError
+from medsr_jax.io import text_files
 from medsr_jax.losses import segmentation as seg_losses
 from medsr_jax.metrics import dice as dice_lib
 from medsr_jax.models import registry
@@ -453,7 +454,7 @@ class SegmentationTrainer(sr.SRTrainer):
     writer.write_scalars(step, {k: v for k, v in scalars.items() if v is not None})
     text = self._report(test, rows, region_rows, regions, summary_out)
     if jax.process_index() == 0:
-      detector._write_atomic(self.workdir / 'results.md', text)  # pylint: disable=protected-access
+      text_files.write_text_atomic(self.workdir / 'results.md', text, what='results')
       payload = dict(summary_out, dataset=self.dataset, class_names=list(self.class_names),
                      padding=PADDING_RULE, val_dice_history={str(k): v for k, v in
                                                              sorted(history.items())},
@@ -463,8 +464,9 @@ class SegmentationTrainer(sr.SRTrainer):
                               'foreground_dice': _finite(fg[n]),
                               'regions': {r: _finite(v[n]) for r, v in region_scores.items()}}
                              for n in range(len(test.ids))])
-      detector._write_atomic(self.workdir / 'results.json',  # pylint: disable=protected-access
-                             json.dumps(payload, indent=1, allow_nan=False) + '\n')
+      text_files.write_text_atomic(self.workdir / 'results.json',
+                                   json.dumps(payload, indent=1, allow_nan=False) + '\n',
+                                   what='results')
     print('\n' + text, flush=True)
     return summary_out
 

@@ -416,8 +416,9 @@ class SRTrainer:
                                 for k in summary for m in ("psnr", "ssim")})
     dice_tables = self._dice_evaluation(writer, step, hr, outputs, write=is_main)
     if is_main and self.notes:
-      with open(self.workdir / "results.md", "a") as f:
-        f.write("".join(f"\nNote: {n}\n" for n in self.notes))
+      text_files.append_text_atomic(self.workdir / "results.md",
+                                    "".join(f"\nNote: {n}\n" for n in self.notes),
+                                    what="results")
     gain = summary["model"]["psnr_mean"] - summary["bicubic"]["psnr_mean"]
     print(f"\nTest slices ({len(hr)}), whole-slice x{self.scale:g}, border "
           f"{image_quality.evaluation_margin(self.scale)} px cropped:\n{table}\n"
@@ -446,11 +447,12 @@ class SRTrainer:
         self.config, self.workdir, hr, rows, batch_size=self.config.data.eval_batch_size,
         num_panels=self.config.eval.num_panels, write=write)
     if write:
-      with open(self.workdir / "results.md", "a") as f:
-        f.write("\n" + tables + "\n")
+      text_files.append_text_atomic(self.workdir / "results.md", "\n" + tables + "\n",
+                                    what="results")
       results = json.loads((self.workdir / "results.json").read_text())
       results["dice"] = report
-      text_files.write_text_atomic(self.workdir / "results.json", json.dumps(results, indent=1))
+      text_files.write_text_atomic(self.workdir / "results.json", json.dumps(results, indent=1),
+                                   what="results")
     writer.write_scalars(step, segmentation_report.dice_scalars(report))
     return "\n\n" + tables
 
@@ -467,7 +469,17 @@ class SRTrainer:
     return rows
 
   def export_extra(self) -> dict:
-    return {"skipped_steps": self.counter("skipped")}
+    return {"skipped_steps": self.counter("skipped"), "protocol": self.test_protocol()}
+
+  def test_protocol(self) -> dict:
+    """The whole-slice test protocol of this run, recorded in its export so that
+    `python -m medsr_jax.evaluate --model_dir=EXPORT` evaluates it the same way."""
+    d = self.config.data
+    scales = getattr(self, "eval_scales", None) or (self.scale,)
+    return {"degradation": "bicubic", "blur": bool(d.blur), "border": "ceil(scale)",
+            "scales": [float(s) for s in scales], "crop_hw": [int(v) for v in d.crop_hw],
+            "noise_sigma": float(d.get("noise_sigma", 0.0)),
+            "kspace_sigma": float(d.get("kspace_sigma", 0.0))}
 
   def export_variables(self):
     """The variables `export` writes (the segmentation trainer: its best checkpoint's)."""
