@@ -27,8 +27,8 @@ from medsr_jax.errors import InputError
 # Fields that may change when a run is resumed (they do not change what is trained); the last
 # stage's `steps` may change too (to extend a run).
 RESUMABLE_FIELDS = frozenset({
-    "train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "data.num_workers", "data.num_threads",
+    "train.max_steps", "train.log_every", "train.param_overview", "train.eval_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "data.num_workers", "data.num_threads",
     "data.prefetch_buffer_size"})
 CHECKPOINTS_KEPT_FREE = 2        # room needed for this many checkpoints
 CHECKPOINT_COPIES = 4            # params + two Adam moments + EMA

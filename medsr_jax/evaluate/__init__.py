@@ -159,7 +159,8 @@ def write_report(directory: str | pathlib.Path, scores: dict[str, Scores], image
       name = f"panel_{int(i):03d}" + (f"_c{c}" if channels > 1 else "")
       written[name] = panels.comparison_panel(
           {k: images[key][i][..., c] for k, key in (("LR", "lr"), ("bicubic", "bicubic"),
-                                                   ("SR", "sr"), ("HR", "hr"))})
+                                                   ("SR", "sr"), ("HR", "hr"))},
+          scale=scale, labels={"SR": model_label})
       path = directory / f"{name}.png"
       try:
         panels.save_png(path, written[name])  # atomic: a temporary file, then os.replace

@@ -205,7 +205,9 @@ class ArbitraryScaleMixin:
         name = f"panel_{i:03d}_x{s:g}" + (f"_{names[c]}" if channels > 1 else "")
         written[name] = panels.comparison_panel(
             {k: v[0, ..., c] for k, v in (("LR", lr), ("bicubic", bicubic), ("SR", sr_image),
-                                          ("HR", gt))})
+                                          ("HR", gt))},
+            scale=s, labels={"SR": self.config.eval.get("method_label", "") or
+                             self.config.model.name})
         panels.save_png(self.workdir / f"{name}.png", written[name])
     return written
 

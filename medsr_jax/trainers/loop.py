@@ -50,7 +50,7 @@ from absl import logging
 from medsr_jax import checkpoint as checkpoint_lib
 from medsr_jax import sharding
 from medsr_jax.errors import InputError
-from medsr_jax.logging import progress, writers
+from medsr_jax.logging import model_summary, progress, writers
 from medsr_jax.trainers import schedule
 
 
@@ -146,6 +146,9 @@ def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> di
     print(f"resumed from checkpoint at step {start}", flush=True)
   step = int(start or 0)
   print(trainer.describe(), flush=True)
+  if config.train.get("param_overview", True):
+    model_summary.print_parameter_overview(trainer.state["players"]["g"]["params"],
+                                           title=f"model {config.model.name}")
 
   line = progress.ProgressLine(trainer.total_steps, every=config.train.log_every)
   pending: list[tuple[int, Any]] = []
