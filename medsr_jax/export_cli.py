@@ -16,7 +16,7 @@ architecture options for `models.build` (e.g. '{"reference_tail_scale": 2.0}').
   # torchvision's VGG-19 for the perceptual losses (its classifier.* tensors are left out, with
   # one line saying so; nothing is ever downloaded)
   python -m medsr_jax.export --model=vgg19 --from_torch=vgg19-dcbb9e9d.pth --out=weights/vgg19
-  # pytorch-fid's FID Inception-v3 (its fc.* logits are left out the same way)
+  # pytorch-fid's FID Inception-v3 for the FID metric (`medsr_jax.metrics.fid`)
   python -m medsr_jax.export --model=fid_inception \\
       --from_torch=pt_inception-2015-12-05-6726825d.pth --out=weights/fid_inception
 
@@ -41,7 +41,6 @@ from medsr_jax import export
 from medsr_jax import export_torch
 from medsr_jax import models
 from medsr_jax import torch_layouts
-from medsr_jax.models import inception  # noqa: F401  (registers 'fid_inception')
 from medsr_jax.errors import InputError
 from medsr_jax.io import images
 

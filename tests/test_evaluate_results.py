@@ -36,6 +36,22 @@ def _cli(args, log=None):
   return errors.cli_main(lambda: cli.run_flags(fv, command="test", log=log or (lambda _: None)))
 
 
+def _he_normal(model, seed):
+  """Random variables drawn on the host (no initialiser to compile): He-normal kernels, identity
+  batch norm, zero biases."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    name = path[-1].key
+    if name in ("var", "scale"):
+      return np.ones(s.shape, np.float32)
+    if name in ("mean", "bias"):
+      return np.zeros(s.shape, np.float32)
+    return (rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, models.abstract_variables(model))
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   """A finished tiny MIASSR run (config.json on sample slices of 20x16, export/) and a random
@@ -54,19 +70,8 @@ def run_dir(tmp_path_factory):
   export.save_export(str(run / "export"), model_name="miassr", model_kwargs=META_TINY, scale=4.0,
                      in_channels=1, params=models.random_variables(model, 1))
   unet = models.build("unet_seg", in_channels=1, **UNET_TINY)
-  rng = np.random.default_rng(0)
-
-  def draw(path, s):
-    name = path[-1].key
-    if name in ("var", "scale"):
-      return np.ones(s.shape, np.float32)
-    if name in ("mean", "bias"):
-      return np.zeros(s.shape, np.float32)
-    return (rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))).astype(np.float32)
-
-  unet_vars = jax.tree_util.tree_map_with_path(draw, models.abstract_variables(unet))
   export.save_export(str(root / "unet"), model_name="unet_seg", model_kwargs=UNET_TINY, scale=1,
-                     in_channels=1, params=unet_vars)
+                     in_channels=1, params=_he_normal(unet, seed=0))
   return run
 
 
@@ -180,3 +185,35 @@ def test_model_dir_follows_the_protocol_its_export_recorded(run_dir, tmp_path):
   assert doc["protocol"]["blur"] is False and doc["protocol"]["scales"] == [2.5]
   assert doc["provenance"]["config_source"] == "export" and results_lib.validate(doc) == []
   assert doc["hr_hw"] == [160, 128] and config["model"] == "miassr"
+
+
+def test_fid_per_subject_in_the_document(run_dir, tmp_path, monkeypatch):
+  """--metrics=fid: a FID entry per method and scale (per subject, per channel), the pooled mean
+  and the FID table. The Inception itself is tested in tests/test_fid.py; here a cheap stand-in
+  (8 x 8 block means of the resized slices) gives features that depend on the image."""
+  from medsr_jax.metrics import fid  # pylint: disable=import-outside-toplevel
+  loaded = []
+  monkeypatch.setattr(fid, "load_fid_inception", lambda path: loaded.append(path) or {"fake": np.zeros(1)})
+
+  def block_means(variables, images, batch_size=16):
+    assert set(variables) == {"fake"} and batch_size == 4
+    x = np.asarray(fid.preprocess(np.asarray(images)))[:, :296, :296, 0]
+    return x.reshape(len(x), 8, 37, 8, 37).mean(axis=(2, 4)).reshape(len(x), -1)
+
+  monkeypatch.setattr(fid, "inception_features", block_means)
+  weights = tmp_path / "fid_inception.npz"
+  doc = _cli([f"--workdir={run_dir}", "--split=val", "--scales=2", "--batch_size=4",
+              "--metrics=fid", f"--fid_weights={weights}", f"--out={tmp_path / 'out'}"])
+  doc = doc["miassr_tiny"]
+  assert loaded == [str(weights)]
+  assert results_lib.validate(doc) == [] and doc["metrics"] == ["psnr", "ssim", "fid"]
+  values = {}
+  for method in ("bicubic", "model"):
+    entry = doc["per_scale"]["2"][method]["fid"]
+    assert entry["subjects"] == 1 and set(entry["per_subject"]) == {"colin27"}
+    assert entry["value"] == pytest.approx(entry["per_subject"]["colin27"]) and entry["value"] > 0
+    assert doc["pooled"][method]["fid_mean"] == pytest.approx(entry["value"])
+    values[method] = entry["value"]
+  assert values["bicubic"] != values["model"]
+  table = (tmp_path / "out" / "results.md").read_text().split("FID (pool3")[1]
+  assert f"| x2 | {values['bicubic']:.2f} | {values['model']:.2f} |" in table

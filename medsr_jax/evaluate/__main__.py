@@ -284,9 +284,10 @@ def _extra_metrics(r: _Run, metrics: Sequence[str], fid_variables: Any, batch_si
     if "fid" in metrics:
       from medsr_jax.metrics import fid  # pylint: disable=import-outside-toplevel
       for method, images in outputs.items():
-        per_method[method] = {"fid": fid.fid_per_subject(
-            fid_variables, gt, images, subjects=r.subjects, channel_names=r.channels,
-            batch_size=batch_size)}
+        # Whole slices, as the author's testers pass them to pytorch-fid (spec §8.4).
+        per_method[method] = {"fid": fid.fid_per_subject(gt, images, fid_variables,
+                                                         subjects=r.subjects,
+                                                         batch_size=batch_size)}
     if r.dice_config is not None and tuple(gt.shape[1:3]) == tuple(r.images.shape[1:3]):
       rows = {(r.export_config["model"] if k == "model" else k): v for k, v in outputs.items()}
       tables, report = segmentation_report.dice_section(
@@ -310,8 +311,9 @@ def _document(r: _Run, result: dict, *, split: str, command: str, metrics: Seque
     entries = [e[method] for e in per_scale.values()]
     pooled[method] = {f"{m}_mean": float(sum(e[f"{m}_mean"] for e in entries) / len(entries))
                       for m in ALWAYS}
-    if "fid" in metrics:
-      pooled[method]["fid_mean"] = float(sum(e["fid"]["value"] for e in entries) / len(entries))
+    fids = [e["fid"]["value"] for e in entries if e.get("fid", {}).get("value") is not None]
+    if fids:
+      pooled[method]["fid_mean"] = float(sum(fids) / len(fids))
   document = {
       "schema": results_lib.SCHEMA_NAME, "schema_version": results_lib.SCHEMA_VERSION,
       "label": r.label, "model": r.export_config["model"], "export": str(r.export_dir.resolve()),
@@ -334,8 +336,9 @@ def _document(r: _Run, result: dict, *, split: str, command: str, metrics: Seque
 def _fid_table(result: dict, model_label: str) -> str:
   lines = [f"| scale | bicubic FID | {model_label} FID |", "|---|---|---|"]
   for entry in sorted(result["per_scale"].values(), key=lambda e: e["scale"]):
-    lines.append(f"| x{entry['scale']:g} | {entry['bicubic']['fid']['value']:.2f} | "
-                 f"{entry['model']['fid']['value']:.2f} |")
+    cells = [entry[m]["fid"]["value"] for m in ("bicubic", "model")]
+    lines.append(f"| x{entry['scale']:g} | " + " | ".join(
+        "-" if v is None else f"{v:.2f}" for v in cells) + " |")
   return "FID (pool3 features, per subject and channel, averaged):\n\n" + "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ Uses: FID (Inception features; thesis §4.3.2) and the medical Fréchet distance
   d = frechet.frechet_from_statistics(*frechet.feature_statistics(features_sr), mu, sigma)
 
 Run the checks with:
-  .venv/bin/python -m pytest -q tests/test_dice_metrics.py
+  .venv/bin/python -m pytest -q tests/test_dice_metrics.py tests/test_fid.py
 """
 
 from __future__ import annotations

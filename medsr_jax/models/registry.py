@@ -74,6 +74,7 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     'medsr_jax.models.unet_seg': ('unet_seg',),
     'medsr_jax.models.lesion_detector': ('lesion_detector',),
     'medsr_jax.models.vgg': ('vgg19',),
+    'medsr_jax.models.inception': ('fid_inception',),
 }
 _MODULE_OF = {name: module for module, names in _FAMILIES.items() for name in names}
 
