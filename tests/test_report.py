@@ -53,16 +53,20 @@ def write_run(directory: pathlib.Path, *, label: str, scale: float, sigma: float
   return directory
 
 
-def parse(markdown: str) -> tuple[list, dict]:
-  """(header cells, {row label: cells}) of the markdown table."""
+def parse(markdown: str, thesis: bool = False) -> tuple[list, dict]:
+  """(header cells, {row label: cells}) of the markdown table; without `thesis`, the columns
+  beside ours ('... thesis', '... Δ') are left out."""
   lines = [line for line in markdown.splitlines() if line.startswith('|')]
   split = lambda line: [c.strip() for c in line.strip('|').split('|')]
   header = split(lines[0])
+  keep = [i for i, h in enumerate(header)
+          if thesis or not (h.endswith(' thesis') or h.endswith(' Δ'))]
   rows = {}
   for line in lines[2:]:
     cells = split(line)
+    cells = [cells[i] for i in keep]
     rows[cells[0]] = cells[1:]
-  return header, rows
+  return [header[i] for i in keep], rows
 
 
 @pytest.fixture
@@ -176,7 +180,7 @@ def test_cli_writes_table_and_plots(lfsr_tree, tmp_path, capsys):
 
 @pytest.mark.parametrize('args, message', [
     (['--runs={missing}', '--table=3.3'], 'is not a directory'),
-    (['--runs={tree}', '--table=3.4'], '--table must be one of 3.3, 3.5'),
+    (['--runs={tree}', '--table=3.4'], '--table must be one of 3.3, 3.5, 4.1'),
     (['--runs={tree}', '--table=3.3', '--region=lesion'], '--region must be one of'),
     (['--runs={empty}', '--table=3.5'], 'no chapter-3 runs'),
 ])
@@ -189,3 +193,43 @@ def test_cli_errors(lfsr_tree, tmp_path, capsys, args, message):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
   assert not (tmp_path / 't.md').exists()
+
+
+def test_table_3_3_beside_the_thesis(lfsr_tree):
+  text = report.table_3_3(report.find_runs([lfsr_tree]))
+  header, rows = parse(text, thesis=True)
+  assert header[1:4] == ['x2 PSNR', 'x2 PSNR thesis', 'x2 PSNR Δ']
+  # LFSR x2: ours 30.00 (1.00) vs the thesis' 32.1; SSIM 0.880 vs 0.914
+  assert rows['LFSR'][:6] == ['30.00 (1.00)', '32.1', '-2.10', '0.880 (0.010)', '0.914', '-0.034']
+  assert rows['B+NLD'][:3] == ['23.00 (1.00)', '29.1', '-6.10']
+  # the x3 setting is not in the thesis: no thesis columns; rows outside the thesis: empty cells
+  assert 'x3 PSNR thesis' not in header and rows['EDSR'][1:3] == ['', '']
+  assert rows['SRResNet'][header.index('x4 PSNR') - 1:header.index('x4 PSNR') + 2] == \
+      ['-', '27.9', '']
+  assert ('Missing (no run; nothing is invented): B+NLD at x4 (sigma=40); SRResNet at x2 '
+          '(sigma=20); SRResNet at x4; '
+          'SRResNet at x4 (sigma=40); SRGAN at x2 (sigma=20); SRGAN at x4 (sigma=40); LFSR at x4 '
+          '(sigma=40).') in text
+
+
+def test_table_3_5_thesis_std_and_illegible(tmp_path):
+  write_run(tmp_path / 'msgan', label='MS-GAN', scale=4.0, sigma=0.0, psnr=26.7, ssim=0.789)
+  text = report.table_3_5(report.find_runs([tmp_path]))
+  _, rows = parse(text, thesis=True)
+  assert rows['MS-GAN'] == ['26.70 (1.00)', '26.7 (1.97)', '+0.00', '0.7890 (0.0100)',
+                            '0.789 (0.0554)', '+0.0000']
+  assert 'Thesis notes:' in text and 'GAN + pre-train at x4' in text
+
+
+def test_cli_all_includes_chapter_3(tmp_path, capsys):
+  write_run(tmp_path / 'runs' / 'lfsr_x4', label='LFSR', scale=4.0, sigma=0.0, psnr=25.0,
+            ssim=0.72)
+  out = tmp_path / 'report'
+  assert report.main([f'--runs={tmp_path / "runs"}', '--all', f'--out={out}']) == 0
+  text = (out / 'report.md').read_text()
+  assert capsys.readouterr().out == text
+  assert '## Table 3.3\n\nTable 3.3: ' in text and '![table3.3_roi_x4](table3.3_roi_x4.png)' in text
+  _, rows = parse(text[text.index('## Table 3.3'):], thesis=True)
+  assert rows['LFSR'] == ['25.00 (1.00)', '25.1', '-0.10', '0.720 (0.010)', '0.723', '-0.003']
+  assert sorted(p.name for p in out.iterdir()) == ['report.md', 'table3.3_roi_x4.png']
+  assert '## Without runs\n\n3.5, 4.1, 4.2' in text
