@@ -56,7 +56,7 @@ import numpy as np
 from medsr_jax import evaluate
 from medsr_jax.data import degradation, pipeline
 from medsr_jax.errors import InputError
-from medsr_jax.metrics import image_quality
+from medsr_jax.metrics import aggregate, image_quality
 from medsr_jax.models import registry
 
 MAX_SCALES = 1000       # a range longer than this is surely a typo
@@ -262,11 +262,18 @@ def _groups(ids: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _scores_entry(scores: evaluate.Scores, groups: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Per-slice lists (slice order) and the pooled and per-subject summaries, aggregated with the
+  clu collection of `metrics.aggregate`. Every process scores all slices here, so nothing is
+  merged across hosts (`aggregate.merge_across_processes` is for per-host shares)."""
+  subjects = np.empty(len(scores.psnr), dtype=object)
+  for s, idx in groups.items():
+    subjects[idx] = s
+  collection = aggregate.from_scores(scores.psnr, scores.ssim, subjects=list(subjects),
+                                     slice_indices=np.arange(len(scores.psnr)))
+  summary = aggregate.summary(collection)
   entry: dict[str, Any] = {"psnr": [float(v) for v in scores.psnr],
-                           "ssim": [float(v) for v in scores.ssim], **scores.summary()}
-  entry["per_subject"] = {
-      s: evaluate.Scores(psnr=scores.psnr[idx], ssim=scores.ssim[idx]).summary()
-      for s, idx in groups.items()}
+                           "ssim": [float(v) for v in scores.ssim], **summary["pooled"]}
+  entry["per_subject"] = {s: summary["per_subject"][s] for s in groups}  # first-seen order
   return entry
 
 
