@@ -1,5 +1,6 @@
 """Bad input to `python -m data_prep.build`: a clear error naming the file and exit 2, or, with
---skip_bad, the volume left out and listed in the manifest; never a half-written shard.
+--skip_bad, the volume left out and listed in the manifest (a split it leaves without slices
+needs --allow_empty_split); never a half-written shard.
 
   .venv/bin/python -m pytest -q tests/test_data_prep_bad.py
 
@@ -21,7 +22,7 @@ import pytest
 
 from data_prep import build
 from medsr_jax.data import manifest
-from medsr_jax.errors import cli_main
+from medsr_jax.errors import InputError, cli_main
 from tests import dataset_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,7 +147,15 @@ def test_bad_input_exits_2_naming_the_file_or_is_skipped(tmp_path, capsys, case)
   assert ok and not m.complete
 
   out2 = tmp_path / 'skip'
-  assert build.main(base + [f'--out={out2}', '--skip_bad']) == 0
+  skip = ['--skip_bad']
+  try:
+    assert build.main(base + [f'--out={out2}', *skip]) == 0
+  except InputError as e:  # two subjects: the bad one may be its split's only volume
+    assert re.match(r"--skip_bad left the \w+ split without slices: its volume\(s\) ", str(e))
+    assert str(e).endswith('or pass --allow_empty_split') and '\n' not in str(e)
+    assert not manifest.read_manifest(str(out2)).complete  # training refuses it
+    skip.append('--allow_empty_split')
+    assert build.main(base + [f'--out={out2}', *skip]) == 0
   ok, m = _only_listed_files(out2)
   assert ok and m.complete
   assert len(m.skipped) == 1
@@ -157,7 +166,7 @@ def test_bad_input_exits_2_naming_the_file_or_is_skipped(tmp_path, capsys, case)
   assert primary == bad or bad.startswith(os.path.dirname(primary))
   assert sum(sp.num_records for sp in m.splits.values()) > 0  # the good volumes are there
   # The same settings resume (finish) the build that stopped, now skipping the bad volume.
-  assert build.main(base + [f'--out={out}', '--skip_bad']) == 0
+  assert build.main(base + [f'--out={out}', *skip]) == 0
   assert manifest.read_manifest(str(out)).complete
 
 
