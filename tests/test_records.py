@@ -7,6 +7,8 @@ declared here with protobuf's descriptor API (TensorFlow is not installed), and 
 parsed and produced by the real protobuf runtime.
 """
 
+import struct
+
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
@@ -168,3 +170,145 @@ def test_manifest_round_trip_and_errors(tmp_path):
   with pytest.raises(InputError, match='wrong format'):
     mf.read_manifest(tmp_path)
   assert not list(tmp_path.glob('.*tmp*'))
+
+
+# ---------------------------------------------------------------- the fast path
+# pylint: disable=protected-access
+#
+# `decode_slice`, `decode_slice_pixels` and `decode_example` take a one-pass fast path (with a
+# layout cache) for canonically laid-out records and fall back to the general parser for the
+# rest; both must give the same values, bit for bit, and the same errors.
+
+
+def _same(a, b):
+  if isinstance(a, records.SliceRecord):
+    return type(b) is records.SliceRecord and all(
+        _same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+  if isinstance(a, np.ndarray):
+    return (isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and
+            a.tobytes() == b.tobytes() and a.flags.writeable == b.flags.writeable and
+            a.flags.owndata == b.flags.owndata)
+  if isinstance(a, dict):
+    return isinstance(b, dict) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+  if isinstance(a, (list, tuple)):
+    return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+  if isinstance(a, float):
+    return type(b) is float and struct.pack('<d', a) == struct.pack('<d', b)
+  return type(a) is type(b) and a == b
+
+
+def _outcome(fn, data):
+  try:
+    return 'ok', fn(data)
+  except Exception as e:  # pylint: disable=broad-except
+    return 'error', type(e), str(e)
+
+
+def _general_pixels(label):
+  def fn(data):
+    rec = records._decode_slice_general(data)
+    return rec.image, rec.label if label else None
+  return fn
+
+
+def _assert_fast_equals_general(data):
+  pairs = [(records.decode_slice, records._decode_slice_general),
+           (records.decode_example, records._decode_example_general),
+           (lambda d: records.decode_slice_pixels(d, label=True), _general_pixels(True)),
+           (lambda d: records.decode_slice_pixels(d), _general_pixels(False))]
+  for fast, general in pairs:
+    got, want = _outcome(fast, data), _outcome(general, data)
+    assert got[0] == want[0] and (got[1:] == want[1:] if got[0] == 'error' else
+                                  _same(got[1], want[1])), (got[:2], want[:2])
+
+
+def _random_slice(rng):
+  h, w, c = (int(v) for v in rng.integers(1, 7, 3))
+  return records.SliceRecord(
+      image=rng.random((h, w, c), dtype=np.float32), subject=f's{rng.integers(1000)}',
+      slice_index=int(rng.integers(-2**40, 2**40)), spacing=tuple(rng.random(3)),
+      affine=rng.normal(size=(4, 4)) * 1e3, orientation='LPS', dataset='brats',
+      modalities=[f'm{i}' for i in range(c)], intensity=rng.normal(size=(c, 2)),
+      label=rng.integers(0, 4, (h, w)).astype(np.uint8) if rng.random() < 0.5 else None,
+      volume='' if rng.random() < 0.5 else 'v1',
+      source_shape=None if rng.random() < 0.5 else (int(rng.integers(0, 300)), 9),
+      crop_offset=tuple(int(v) for v in rng.integers(-300, 300, 2)),
+      lesion_centre=tuple(rng.normal(size=2) * 50) if rng.random() < 0.5 else None)
+
+
+def test_fast_path_decodes_our_records_exactly_like_the_general_parser():
+  rng = np.random.default_rng(0)
+  for _ in range(150):  # channels, labels, centres, negative and large ints, empty volumes
+    data = records.encode_slice(_random_slice(rng))
+    assert records._fast_slice(data) is not None
+    _assert_fast_equals_general(data)
+    _assert_fast_equals_general(bytearray(data))
+
+
+def test_fast_path_on_damaged_records_gives_the_general_results_and_errors():
+  rng = np.random.default_rng(1)
+  for _ in range(60):
+    data = records.encode_slice(_random_slice(rng))
+    for _ in range(6):
+      m, kind, i = bytearray(data), rng.integers(4), int(rng.integers(len(data)))
+      if kind == 0:
+        m[i] = int(rng.integers(256))  # same length: goes through the layout cache
+      elif kind == 1:
+        del m[i:]
+      elif kind == 2:
+        m[i:i] = bytes(rng.integers(0, 256, 2).astype(np.uint8))
+      else:
+        del m[i:i + 2]
+      _assert_fast_equals_general(bytes(m))
+
+
+def test_layout_cache_tells_equal_lengths_apart():
+  # Same length, same structure, other int64 values: the cache hits and re-decodes the ints.
+  rec = _record()
+  for offset in [(1, 2), (3, 4), (-1, -2), (-3, -4)]:
+    rec.crop_offset = offset
+    back = records.decode_slice(records.encode_slice(rec))
+    assert back.crop_offset == offset
+  # Same length, other layout (keys swapped between a bytes and an int64 feature).
+  a = records.encode_example({'a': [b'xy'], 'b': np.array([1])})
+  b = records.encode_example({'b': [b'xy'], 'a': np.array([1])})
+  assert len(a) == len(b) and a != b
+  for data in (a, b, a):
+    _assert_fast_equals_general(data)
+  assert records.decode_example(b)['b'] == [b'xy']
+
+
+def _entry(key, feature):
+  f = records._field
+  return f(1, 2, f(1, 2, key.encode()) + f(2, 2, feature))
+
+
+def test_foreign_encodings_fall_back_to_the_general_parser():
+  f = records._field
+  unpacked_floats = f(2, 2, b''.join(f(1, 5, struct.pack('<f', v)) for v in (1.5, -2.0)))
+  unpacked_ints = f(3, 2, b''.join(f(1, 0, records._varint(v)) for v in (7, -1, 300)))
+  two_runs = f(3, 2, f(1, 2, records._varint(5)) + f(1, 2, records._varint(6)))
+  snan = f(2, 2, f(1, 2, struct.pack('<I', 0x7F800001) + struct.pack('<f', 3.0)))
+  value_first = f(1, 2, f(2, 2, f(1, 2, f(1, 2, b'v'))) + f(1, 2, b'k'))
+  cases = {
+      'unpacked floats': (f(1, 2, _entry('x', unpacked_floats)), {'x': [1.5, -2.0]}),
+      'unpacked ints': (f(1, 2, _entry('x', unpacked_ints)), {'x': [7, -1, 300]}),
+      'two packed runs': (f(1, 2, _entry('x', two_runs)), {'x': [5, 6]}),
+      'value before key': (f(1, 2, value_first), {'k': [b'v']}),
+      'two Features': (f(1, 2, _entry('a', f(1, 2, f(1, 2, b'1')))) +
+                       f(1, 2, _entry('b', f(1, 2, f(1, 2, b'2')))), {'a': [b'1'], 'b': [b'2']}),
+      'empty Feature': (f(1, 2, _entry('e', b'')), {'e': []}),
+  }
+  for name, (data, expected) in cases.items():
+    assert records._scan(data, 0, len(data)) is None, name
+    got = records.decode_example(data)
+    assert _same(got, records._decode_example_general(data)), name
+    for key, value in expected.items():
+      assert list(got[key]) == value, name
+  # NaNs (a signalling one here) come out as the general parser makes them, without warnings.
+  data = f(1, 2, _entry('n', snan))
+  assert records._scan(data, 0, len(data)) is not None
+  _assert_fast_equals_general(data)
+  rec = _record()
+  rec.affine = np.full((4, 4), np.nan)
+  _assert_fast_equals_general(records.encode_slice(rec))

@@ -41,6 +41,48 @@ def test_random_patch_pads_small_slices():
   np.testing.assert_array_equal(patch, np.pad(image, ((0, 1), (1, 1), (0, 0)), mode='edge'))
 
 
+def test_random_patch_is_pad_corner_crop_with_the_same_draws():
+  for shape, size, last in [((40, 30, 2), 16, True), ((40, 30, 1), (12, 30), False),
+                            ((5, 9, 1), 8, True), ((8, 8, 3), 8, False)]:
+    image = _rng(2).random(shape, dtype=np.float32)
+    rng_a, rng_b = _rng(3), _rng(3)
+    for _ in range(5):
+      got = transforms.random_patch(image, size, rng_a, include_last=last)
+      padded = transforms.pad_to_at_least(image, size)
+      corner = transforms.random_crop_corner(padded.shape, size, rng_b, include_last=last)
+      want = transforms.crop(padded, corner, size)
+      assert got.flags.c_contiguous and got.dtype == np.float32
+      np.testing.assert_array_equal(got, want)
+    assert rng_a.random() == rng_b.random()
+
+
+def test_fast_degradation_is_bit_identical_to_the_degradation_module():
+  # `degrade_hwc_float32` / `resize_bicubic_hwc_float32` (the pipelines' per-element path) give
+  # exactly `degradation.degrade` / `resize_bicubic`: same float64 products, same casts.
+  rng = _rng(4)
+  for (h, w, c), out in [((96, 96, 1), (24, 24)), ((96, 96, 2), (41, 41)),
+                         ((50, 37, 4), (13, 29)), ((24, 24, 1), (40, 40)), ((9, 5, 3), (1, 2))]:
+    hr = rng.random((h, w, c), dtype=np.float32)
+    views = [hr, np.asfortranarray(hr), hr[::-1], hr.transpose(1, 0, 2).copy().transpose(1, 0, 2)]
+    for x in views:
+      want = degradation.resize_bicubic(x, out)
+      got = transforms.resize_bicubic_hwc_float32(x, out)
+      assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+      for blur in (False, True):
+        for sigma in (0.0, 0.05):
+          want = degradation.degrade(x, 1.0, blur=blur, noise_sigma=sigma, rng=_rng(5), lr_hw=out)
+          got = transforms.degrade_hwc_float32(x, out, blur=blur, noise_sigma=sigma, rng=_rng(5))
+          assert got.shape == want.shape and got.tobytes() == want.tobytes(), (out, blur, sigma)
+  with pytest.raises(InputError, match='rng'):
+    transforms.degrade_hwc_float32(hr, (4, 4), noise_sigma=0.1)
+  # Other dtypes and layouts still go through `degradation.degrade`.
+  synth = transforms.LrSynthesis(blur=True)
+  hr64 = rng.random((20, 20), dtype=np.float64)
+  np.testing.assert_array_equal(
+      synth(hr64, (5, 5), None),
+      degradation.degrade(hr64, 1, blur=True, lr_hw=(5, 5)).astype(np.float32))
+
+
 # ---------------------------------------------------------------- lesion ROI
 
 

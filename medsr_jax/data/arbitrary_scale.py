@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from medsr_jax.data import degradation, pipeline, transforms
+from medsr_jax.data import pipeline, transforms
 from medsr_jax.errors import InputError
 
 # The reference's all_sr_scales (spec §2.2): 1.1, 1.2, ..., 4.0, the same floats as the literals.
@@ -123,7 +123,7 @@ class ArbitraryScalePair:
     l, h = patch_sizes(self.hr_patch, s)
     patch = transforms.random_patch(image, self.hr_patch, rng, include_last=self.include_last)
     lr = self.lr(patch, (l, l), rng)
-    hr = patch if h == self.hr_patch else degradation.resize_bicubic(patch, (h, h))
+    hr = patch if h == self.hr_patch else transforms.resize_bicubic_hwc_float32(patch, (h, h))
     return {'lr': lr, 'hr': hr.astype(np.float32), 'scale': np.float32(s)}
 
 

@@ -42,13 +42,18 @@ count, but grain's orbax handler looks for the file of the current count). With 
 process writes `process_<i>-of-<n>.json` in that item's directory. The handler is synchronous:
 the state is read inside `save()`, so advancing the iterator during an async save is safe.
 
-Speed (2-core CPU, batch 32, 24 -> 96 at x4, 160x128 slices): about 130 batches/s with no thread,
-165 with 2 prefetch threads on an idle machine from memory; about 100 from shards (record decoding
-is half the time; `python -m experiments.bench_data`). For sources of ~100 slices grain's
-index_shuffle is slow (~0.3 ms per index, more than the crop and the bicubic; ~8 us at 12k
-slices). Run data loading with OPENBLAS_NUM_THREADS=1: the per-element bicubic matrix products
-are just big enough for OpenBLAS to start its threads, which on a busy 2-core host once made the
-MIASSR pipeline 10x slower (11 instead of 114 batches/s; on a quieter host the two were equal).
+Speed (2-core CPU, batch 32, 24 -> 96 at x4, 160x128 slices, 1024 records, one core = the main
+thread, no reader threads; `python -m experiments.bench_data`): from shards ~165 batches per
+CPU-second (~105/s of wall time with the machine's load at 7.5), ~3.2x the code before issue 13
+(general record parser, buffered reads, `np.tensordot` resizes, grain's metered
+`MapDataset.source`); MIASSR's batches of 16 ~155 per CPU-second (2x). The batches are the same,
+bit for bit (tests/test_shards.py). What remains is grain (index shuffle, per-element RNG, maps:
+~2.5 ms of a ~6 ms RDST batch), the float64 bicubic / blur products, read + CRCs and the decode.
+For sources of ~100 slices grain's index_shuffle is slow (~0.3 ms per index, more than the crop
+and the bicubic; ~30 us at 1k slices, ~8 us at 12k). Run data loading with
+OPENBLAS_NUM_THREADS=1: the per-element bicubic matrix products are just big enough for OpenBLAS
+to start its threads, which on a busy 2-core host once made the MIASSR pipeline 10x slower (11
+instead of 114 batches/s; on a quieter host the two were equal).
 
 Test pairs (reference spec §4.4), whole slices:
   `make_test_pairs(images, s, blur)`  LR = bicubic to (int(H // s), int(W // s)) (plus the 3x3
@@ -66,6 +71,7 @@ Run the checks with:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import grain
@@ -108,12 +114,15 @@ class RandomPatchPair:
   kspace_sigma: float = 0.0
   kspace_output: str = "magnitude"
 
+  @functools.cached_property
+  def _synthesis(self) -> transforms.LrSynthesis:
+    return transforms.LrSynthesis(self.blur, self.noise_sigma, self.kspace_sigma,
+                                  self.kspace_output)
+
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     p = hr_patch_size(self.lr_patch, self.scale)
     hr = transforms.random_patch(image, p, rng)
-    synth = transforms.LrSynthesis(self.blur, self.noise_sigma, self.kspace_sigma,
-                                   self.kspace_output)
-    return {"lr": synth(hr, (self.lr_patch, self.lr_patch), rng), "hr": hr}
+    return {"lr": self._synthesis(hr, (self.lr_patch, self.lr_patch), rng), "hr": hr}
 
 
 def _check_settings(source: Any, lr_patch: int, scale: float, noise_sigma: float) -> None:
@@ -138,7 +147,21 @@ def shuffled_stream(source: Any, seed: int) -> grain.MapDataset:
   if len(source) < 1:
     raise InputError("the training source has no slices")
   shuffle_seed, _ = derive_seeds(seed)
-  return grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
+  # The shuffled indices, then the lookup: the same items as grain's
+  # `MapDataset.source(source).shuffle(...).repeat()` (the permutation depends only on the length),
+  # without its per-read metrics (~35 us a slice, a tenth of a shard pipeline's time).
+  return (grain.MapDataset.range(len(source)).shuffle(seed=shuffle_seed).repeat()
+          .map(SourceLookup(source)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SourceLookup:
+  """grain map: index -> source[index] (picklable into worker processes with its source)."""
+
+  source: Any
+
+  def __call__(self, index: int) -> Any:
+    return self.source[index]
 
 
 def _attach_index(index: int, element: Any) -> tuple[int, Any]:

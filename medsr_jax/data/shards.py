@@ -4,9 +4,11 @@ A shard directory (format: `medsr_jax.data.manifest`) holds, per split, TFRecord
 records (`medsr_jax.data.records`) and one int64 offset index per shard. `ShardSource(dir, split)`
 is a grain random-access source over one split: global record i lives in the shard where the
 running record counts of the manifest put it, at the byte offset its index gives, and reading it
-is one seek + read (`io.tfrecord.read_record_at`), which checks both CRCs of the framing. A
-damaged record raises `CorruptRecordError` naming the shard file and the byte offset; a record
-that passes the CRCs but is not a valid slice record raises `InputError` naming both too.
+is three positioned reads (`os.pread`: header, data, footer; no seek, so threads never share a
+file position) with both CRCs of the framing checked. A record that fails any check is read again
+by `io.tfrecord.read_record_at`, so a damaged record raises `CorruptRecordError` naming the shard
+file and the byte offset; a record that passes the CRCs but is not a valid slice record raises
+`InputError` naming both too.
 
 Pickling and files. The source pickles to its paths and a few integers (no open files, no
 arrays), so grain can send it to worker processes cheaply. Index files are loaded on first use
@@ -17,8 +19,10 @@ file position.
 What an item is. `source[i]` is the (H, W, C) float32 slice (channels picked and ordered by
 `modalities`, e.g. ('t1ce',) from a 4-channel BraTS shard), the interface of
 `array_source.ArraySliceSource`; with `with_label=True` it is {'image', 'label'} for
-lesion-focused ROI crops. `record(i)` gives the whole decoded `SliceRecord`. `load_split` reads
-a whole split into an `ArraySliceSource` (whole-slice validation / test sets).
+lesion-focused ROI crops. `record(i)` gives the whole decoded `SliceRecord`. `source[i]` checks
+the record exactly as `record(i)` does but builds only the pixels (`records.decode_slice_pixels`,
+the training hot path). `load_split` reads a whole split into an `ArraySliceSource` (whole-slice
+validation / test sets).
 
 A manifest with `complete: false` (a build still running or interrupted) is refused unless
 `allow_incomplete=True`: its listed shards are whole, but training would silently miss data.
@@ -29,8 +33,10 @@ Run the checks with:
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
+import struct
 import threading
 from typing import Any, Optional, Sequence
 
@@ -41,6 +47,35 @@ from medsr_jax.data import records, transforms
 from medsr_jax.data.array_source import ArraySliceSource
 from medsr_jax.errors import InputError
 from medsr_jax.io import tfrecord
+
+
+_HEADER = struct.Struct('<QI')  # TFRecord framing: data length, masked CRC32C of the length
+
+
+def _pread_record(fd: int, size: int, offset: int, verify: bool) -> Optional[bytes]:
+  """The data of the TFRecord at `offset` of a file of `size` bytes, read with `os.pread`, both
+  CRCs checked when `verify`; None when anything is off (then `tfrecord.read_record_at` reads
+  it again and raises the error that names the fault).
+
+  Three positioned reads (header, data, footer) instead of a seek and three buffered reads: the
+  data lands straight in its own bytes object, which the CRC and the decoder then use in place.
+  """
+  try:
+    header = os.pread(fd, 12, offset)
+    if len(header) != 12:
+      return None
+    length, length_crc = _HEADER.unpack(header)
+    if offset + 16 + length > size or (verify and
+                                       tfrecord.masked_crc32c(header[:8]) != length_crc):
+      return None
+    data = os.pread(fd, length, offset + 12)
+    footer = os.pread(fd, 4, offset + 12 + length)
+  except (OSError, ValueError, OverflowError):
+    return None
+  if len(data) != length or len(footer) != 4 or (
+      verify and tfrecord.masked_crc32c(data) != int.from_bytes(footer, 'little')):
+    return None
+  return data
 
 
 class ShardSource:
@@ -116,26 +151,28 @@ class ShardSource:
         self._offsets = loaded
       return self._offsets
 
-  def _file(self, shard: int):
-    """This thread's open handle of shard `shard` (LRU of `max_open_files`, fork-safe)."""
+  def _file(self, shard: int) -> tuple[Any, int, int]:
+    """This thread's open handle of shard `shard`: (file, descriptor, size at opening); an LRU
+    of `max_open_files`, fork-safe."""
     local = self._local
     pid = os.getpid()
     if getattr(local, 'pid', None) != pid:
       local.pid, local.files = pid, collections.OrderedDict()  # Never reuse a parent's files.
     files = local.files
-    f = files.get(shard)
-    if f is not None:
+    entry = files.get(shard)
+    if entry is not None:
       files.move_to_end(shard)
-      return f
+      return entry
     path = self._files[shard]
     try:
       f = open(path, 'rb')
+      entry = (f, f.fileno(), os.fstat(f.fileno()).st_size)
     except OSError as e:
       raise InputError(f'{path}: cannot open shard ({e.strerror})') from e
-    files[shard] = f
+    files[shard] = entry
     if len(files) > self.max_open_files:
-      files.popitem(last=False)[1].close()
-    return f
+      files.popitem(last=False)[1][0].close()
+    return entry
 
   # ----- random access ------------------------------------------------------------------------
   def __len__(self) -> int:
@@ -147,55 +184,73 @@ class ShardSource:
     return self._files[shard], int(self._load_offsets()[shard][local])
 
   def _shard_of(self, index: int) -> tuple[int, int]:
-    n = len(self)
+    ends = self._ends
+    n = ends[-1]
     i = int(index)
     if i < 0:
       i += n
     if not 0 <= i < n:
       raise IndexError(f'record {index} out of range for {n} records')
-    shard = int(np.searchsorted(self._ends, i, side='right'))
-    return shard, i - (self._ends[shard - 1] if shard else 0)
+    shard = bisect.bisect_right(ends, i)
+    return shard, i - (ends[shard - 1] if shard else 0)
 
   def read(self, index: int) -> bytes:
     """The raw (CRC-checked) bytes of record `index`."""
     shard, local = self._shard_of(index)
     offset = int(self._load_offsets()[shard][local])
-    data, _ = tfrecord.read_record_at(self._file(shard), offset, verify=self.verify)
+    f, fd, size = self._file(shard)
+    data = _pread_record(fd, size, offset, self.verify)
+    if data is None:  # damaged or truncated: the reader that names the fault
+      data, _ = tfrecord.read_record_at(f, offset, verify=self.verify)
     return data
 
-  def record(self, index: int) -> records.SliceRecord:
-    """The decoded `SliceRecord` of record `index` (channels as stored)."""
+  def _decoded(self, index: int, decode: Any) -> Any:
+    """decode(the record's bytes), its errors prefixed with the shard file and offset."""
     data = self.read(index)
     try:
-      rec = records.decode_slice(data)
+      return decode(data)
     except InputError as e:
       path, offset = self.locate(index)
       raise InputError(f'{path} at byte offset {offset}: {e}') from e
-    shape = rec.image.shape
+
+  def _check_shape(self, index: int, shape: tuple[int, ...]) -> None:
     if shape[2] != self._record_channels or (
         self._slice_shape is not None and shape != self._slice_shape):
       path, offset = self.locate(index)
       raise InputError(f'{path} at byte offset {offset}: slice of shape {shape} does not match '
                        f'the manifest ({self._slice_shape or "?"}, {self._record_channels} '
                        'channels)')
+
+  def record(self, index: int) -> records.SliceRecord:
+    """The decoded `SliceRecord` of record `index` (channels as stored)."""
+    rec = self._decoded(index, records.decode_slice)
+    self._check_shape(index, rec.image.shape)
     return rec
+
+  def _select(self, image: np.ndarray) -> np.ndarray:
+    if self._channels is None:
+      return image
+    return np.ascontiguousarray(image[..., list(self._channels)])
 
   def image_of(self, rec: records.SliceRecord) -> np.ndarray:
     """The record's image with this source's channels (`modalities`), in their order."""
-    if self._channels is None:
-      return rec.image
-    return np.ascontiguousarray(rec.image[..., list(self._channels)])
+    return self._select(rec.image)
 
   def __getitem__(self, index: int) -> Any:
-    rec = self.record(index)
-    image = self.image_of(rec)
+    # The record is checked as by `record`, but only its pixels are built (the training path).
+    image, label = self._decoded(index, self._pixels)
+    self._check_shape(index, image.shape)
+    image = self._select(image)
     if not self.with_label:
       return image
-    if rec.label is None:
+    if label is None:
       path, offset = self.locate(index)
       raise InputError(f'{path} at byte offset {offset}: record has no label (ROI crops need '
                        'one)')
-    return {'image': image, 'label': rec.label}
+    return {'image': image, 'label': label}
+
+  def _pixels(self, data: bytes) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    return records.decode_slice_pixels(data, label=self.with_label)
 
   @property
   def slice_shape(self) -> Optional[tuple[int, int, int]]:
