@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -85,6 +86,26 @@ def first_line(e: BaseException) -> str:
 def warn(line: str) -> None:
   """A one-line warning on stderr."""
   print(line, file=sys.stderr, flush=True)
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's own log records below CRITICAL (see `quiet_orbax_logs`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    orbax = f"{os.sep}orbax{os.sep}" in (record.pathname or "")
+    return not orbax or record.levelno >= logging.CRITICAL
+
+
+def quiet_orbax_logs() -> None:
+  """Keeps orbax's log lines off stderr: this module reports every checkpoint problem itself in
+  one line (a damaged checkpoint moved aside, a full disk, no usable checkpoint), where orbax
+  would add its own ERROR / WARNING lines about the same event (a metadata file it cannot parse,
+  a temporary directory of a killed save it removes, a background save that ran out of room).
+  `python -m medsr_jax.main --verbosity=0` shows them again (main calls this only without it)."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
 
 
 def _sync(name: str) -> None:
@@ -167,6 +188,7 @@ class Checkpointer:
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         best_fn=lambda metrics: metrics[metric], best_mode=mode,
         enable_async_checkpointing=async_save, create=True)
+    self._set_aside: dict[int, pathlib.Path] = {}  # damaged checkpoints moved when opened
     self._manager = self._open_manager()
 
   def _open_manager(self) -> ocp.CheckpointManager:
@@ -185,11 +207,8 @@ class Checkpointer:
           bad.append(step_dir)
       if not bad:
         raise
-    for step_dir in bad:
-      moved = self._move_aside(int(step_dir.name))
-      if jax.process_index() == 0:
-        warn(f"warning: checkpoint {step_dir.name} in {self.directory} is damaged "
-             f"(metrics/metrics is unreadable); moved to {moved}")
+    for step_dir in bad:  # reported by `restore_latest`, in its warnings or its error
+      self._set_aside[int(step_dir.name)] = self._move_aside(int(step_dir.name))
     _sync("medsr_checkpoint_open")
     return ocp.CheckpointManager(self.directory, options=self._options)
 
@@ -288,7 +307,8 @@ class Checkpointer:
     directory from before manifests), and `NoUsableCheckpoint` when every one is damaged.
     """
     steps = sorted((s for s in self.all_steps() if newest is None or s <= newest), reverse=True)
-    if not steps:
+    opened = sorted(self._set_aside.items(), reverse=True)  # (step, where it was moved)
+    if not steps and not opened:
       return None
     damaged: list[tuple[int, str]] = []
     unreadable: list[tuple[int, Exception]] = []  # unverified ones that did not restore
@@ -311,7 +331,8 @@ class Checkpointer:
         write_manifest(self.step_dir(step))  # it restored: later damage to it will show
       if damaged:
         _sync("medsr_checkpoint_restored")  # every process is done reading them
-      warnings = []
+      warnings = [f"warning: checkpoint {bad} in {self.directory} is damaged (metrics/metrics is "
+                  f"unreadable); moved to {moved}, resuming from {step}" for bad, moved in opened]
       for bad, why in damaged:
         moved = self._move_aside(bad)
         warnings.append(f"warning: checkpoint {bad} in {self.directory} is damaged ({why}); "
@@ -320,15 +341,18 @@ class Checkpointer:
         _sync("medsr_checkpoint_set_aside")
         self._manager.reload()
       return Restored(step, state, meta, warnings)
-    if len(unreadable) == len(damaged) and isinstance(unreadable[0][1],
-                                                      (ValueError, KeyError, TypeError)):
+    if (unreadable and len(unreadable) == len(damaged) and not opened and
+        isinstance(unreadable[0][1], (ValueError, KeyError, TypeError))):
       # No checksum says any is damaged: a directory from before manifests, most likely
       # written by another config or an older layout.
       raise RestoreFailed(*unreadable[0])
-    listed = "; ".join(f"{s}: {why}" for s, why in damaged)
+    listed = "; ".join(f"{s}: {why}" for s, why in sorted(
+        damaged + [(s, f"metrics/metrics is unreadable, moved to {moved}") for s, moved in opened],
+        reverse=True))
+    changed = "nothing else was changed" if opened else "nothing was changed"
     raise NoUsableCheckpoint(
-        f"no usable checkpoint in {self.directory} ({listed}); nothing was changed: move the "
-        f"directory aside to start afresh, or restore a copy")
+        f"no usable checkpoint in {self.directory} ({listed}); {changed}: move the directory "
+        f"aside to start afresh, or restore a copy")
 
   def restore_state(self, step: int, abstract_state: Any) -> Any:
     """Only the train state of checkpoint `step` (no data iterator): another run's weights.

@@ -88,6 +88,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO chatter off; --verbosity=0 brings it back
+    from medsr_jax import checkpoint  # pylint: disable=import-outside-toplevel
+    checkpoint.quiet_orbax_logs()     # checkpoint problems are reported in one line each
   errors.cli_main(lambda: run(_CONFIG.value, _WORKDIR.value))
 
 

@@ -76,10 +76,15 @@ def _once_per_step(workdir, steps):
   assert {s for t, s in counts if t == "test_model_psnr"} == {steps}
 
 
-def _run_cli(config, workdir, capsys):
+def _run_cli(config, workdir, capsys, ends_at_once=False):
+  """`main`'s error handling in-process: (exit code, stderr lines). A full disk ends the real
+  process at once (`errors.end_at_once`, no interpreter shutdown); here it raises SystemExit."""
   capsys.readouterr()
-  with pytest.raises(SystemExit) as e:
+  ended = []
+  with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit) as e:
+    mp.setattr(errors, "end_at_once", lambda code: ended.append(code) or sys.exit(code))
     errors.cli_main(lambda: main_lib.run(config, str(workdir)))
+  assert ended == ([e.value.code] if ends_at_once else [])
   err = capsys.readouterr().err
   # stderr holds the progress lines ('step 4/9  loss ...') and nothing else but the error.
   return e.value.code, [l for l in err.splitlines() if l.strip() and not l.startswith("step ")]
@@ -122,7 +127,7 @@ def test_full_disk_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
 
   # The manifest of checkpoint 3 is written when its asynchronous save is done: at the next save.
   monkeypatch.setattr(checkpoint_lib, "write_manifest", no_room)
-  code, lines = _run_cli(_config(6), workdir, capsys)
+  code, lines = _run_cli(_config(6), workdir, capsys, ends_at_once=True)
   assert code == 2 and len(lines) == 1, lines
   assert lines[0] == (f"error: could not write checkpoint 3 or 6 to {workdir / 'checkpoints'}: "
                       "[Errno 28] No space left on device"), lines
@@ -142,7 +147,7 @@ def test_full_disk_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
     return f
 
   monkeypatch.setattr(text_files.os, "fdopen", fdopen)
-  code, lines = _run_cli(_config(6), workdir, capsys)
+  code, lines = _run_cli(_config(6), workdir, capsys, ends_at_once=True)
   assert code == 2 and len(lines) == 1, lines
   assert lines[0].startswith("error: results: cannot write ") and "[Errno 28]" in lines[0], lines
   assert not (workdir / "results.md").exists()
@@ -151,7 +156,7 @@ def test_full_disk_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
 
   # A full disk while the export is written: one line, no half export.
   monkeypatch.setattr(export_lib, "_write_params", no_room)
-  code, lines = _run_cli(_config(6), workdir, capsys)
+  code, lines = _run_cli(_config(6), workdir, capsys, ends_at_once=True)
   assert code == 2 and len(lines) == 1, lines
   assert lines[0].startswith(f"error: could not write the export to {workdir}: [Errno 28]"), lines
   assert (workdir / "results.md").stat().st_size > 0

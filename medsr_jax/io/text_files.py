@@ -9,7 +9,7 @@ the target (`os.replace`), so a failure (a full disk, a kill) never leaves a par
 file: the target holds its old text or the new text. `append_text_atomic` reads the old text and
 writes old + new the same way (a plain `open(path, 'a')` can leave half an append). A missing
 directory or a failed write is an `InputError` on one line, prefixed by `what` (default: the
-path). This module is the one helper for such files: use it rather than a local copy.
+path); a full disk is its `DiskFull` kind, which ends a command at once. This module is the one helper for such files: use it rather than a local copy.
 
 Run the checks with:
   .venv/bin/python -m pytest -q tests/test_report.py tests/test_mos.py tests/test_true_record.py
@@ -17,9 +17,10 @@ Run the checks with:
 
 from __future__ import annotations
 
+import errno
 import os
 
-from medsr_jax.errors import InputError
+from medsr_jax.errors import DiskFull, InputError
 from medsr_jax.io import images
 
 
@@ -40,7 +41,8 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, what: str = '') -> 
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except OSError as e:
-    raise InputError(f'{what}: cannot write {path} ({images.one_line(e)})') from e
+    error = DiskFull if e.errno in (errno.ENOSPC, errno.EDQUOT) else InputError
+    raise error(f'{what}: cannot write {path} ({images.one_line(e)})') from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -49,7 +49,7 @@ from absl import logging
 
 from medsr_jax import checkpoint as checkpoint_lib
 from medsr_jax import sharding
-from medsr_jax.errors import InputError
+from medsr_jax.errors import DiskFull, InputError
 from medsr_jax.logging import model_summary, progress, writers
 from medsr_jax.trainers import schedule
 
@@ -59,10 +59,9 @@ def _meta(config, step: int, metrics: dict | None) -> dict:
 
 
 def _restore(ckpt, step: int | None, trainer, is_main: bool = True) -> int | None:
-  """Restores the newest intact checkpoint at or before `step` into `trainer`; returns its step
-  (None: there is none). Damaged newer ones are moved aside with a one-line warning each."""
-  if step is None:
-    return None
+  """Restores the newest intact checkpoint at or before `step` (None: the newest) into `trainer`;
+  returns its step (None: there is none). Damaged newer ones are moved aside with a one-line
+  warning each."""
   try:
     found = ckpt.restore_latest(checkpoint_lib.abstract_like(trainer.state), trainer.train_iter,
                                 newest=step)
@@ -113,7 +112,7 @@ def _checkpoint_op(ckpt, step: int, what, *args):
     if why is None:
       raise
     steps = " or ".join(str(s) for s in [*earlier, step])
-    raise InputError(f"could not write checkpoint {steps} to {ckpt.directory}: {why}") from e
+    raise DiskFull(f"could not write checkpoint {steps} to {ckpt.directory}: {why}") from e
 
 
 def _final_op(workdir: pathlib.Path, what: str, fn, *args):
@@ -126,7 +125,7 @@ def _final_op(workdir: pathlib.Path, what: str, fn, *args):
     why = _disk_error(e)
     if why is None:
       raise
-    raise InputError(f"could not write the {what} to {workdir}: {why}") from e
+    raise DiskFull(f"could not write the {what} to {workdir}: {why}") from e
 
 
 def train_and_evaluate(trainer_class, config, workdir: str | pathlib.Path) -> dict[str, Any]:
