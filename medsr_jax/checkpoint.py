@@ -31,11 +31,13 @@ is written, so that damage after the resume is caught like any other.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
 import pathlib
+import shutil
 import sys
 import time
 from typing import Any
@@ -47,6 +49,7 @@ import orbax.checkpoint as ocp
 from medsr_jax.errors import InputError
 
 VAL_METRIC = "val_psnr"
+ROOM_SLACK = 64 * 1024  # bytes of metadata (JSON, orbax's manifests) beyond the arrays
 MANIFEST = "sha256.json"
 DAMAGED = "damaged"
 
@@ -81,6 +84,10 @@ class Restored:
 def first_line(e: BaseException) -> str:
   text = str(e).strip()
   return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _size(nbytes: int) -> str:
+  return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 10 * 2**20 else f"{nbytes / 2**10:.0f} KiB"
 
 
 def warn(line: str) -> None:
@@ -236,6 +243,7 @@ class Checkpointer:
            metrics: dict | None = None) -> bool:
     """Saves asynchronously; `metrics` (with the ranking metric) ranks the checkpoint for 'best'."""
     self._seal()  # the previous save has finished: its manifest first
+    self._check_room(state)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
@@ -246,6 +254,16 @@ class Checkpointer:
       if not self._async:
         self._seal()
     return saved
+
+  def _check_room(self, state: Any) -> None:
+    """A full disk found before a save starts, not inside orbax's asynchronous writes (whose
+    background failures print tracebacks of their own): an ENOSPC OSError when the free space is
+    below the state's size (plus metadata room)."""
+    needed = int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)) * 1.05) + ROOM_SLACK
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:
+      raise OSError(errno.ENOSPC, f"No space left on device ({_size(free)} free, a checkpoint "
+                    f"needs about {_size(needed)})")
 
   def _seal(self) -> None:
     """Waits for orbax to finish, then writes the manifest of every step saved since."""

@@ -302,3 +302,20 @@ def test_workers_die_with_a_killed_build(tmp_path):
       os.kill(k, signal.SIGKILL)
     if proc.poll() is None:
       proc.kill()
+
+
+def test_a_save_without_room_fails_before_orbax_writes(tmp_path, monkeypatch):
+  """The free space is checked before a save starts (orbax's asynchronous writes would fail in
+  background threads that print tracebacks of their own): ENOSPC, nothing written."""
+  ckpt = checkpoint_lib.Checkpointer(tmp_path / "checkpoints", async_save=False)
+  try:
+    state = {"w": np.zeros(100_000, np.float32)}  # 400 KB
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint_lib.shutil, "disk_usage", lambda _: usage(1 << 30, 0, 300_000))
+    with pytest.raises(OSError) as e:
+      ckpt.save(1, state, None, {"step": 1})
+    assert e.value.errno == errno.ENOSPC
+    assert "293 KiB free, a checkpoint needs about 474 KiB" in str(e.value), str(e.value)
+    assert ckpt.all_steps() == [] and not list((tmp_path / "checkpoints").glob("1*"))
+  finally:
+    ckpt.close()
