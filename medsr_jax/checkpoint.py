@@ -364,13 +364,12 @@ class Checkpointer:
       # No checksum says any is damaged: a directory from before manifests, most likely
       # written by another config or an older layout.
       raise RestoreFailed(*unreadable[0])
+    self._put_back(opened)  # none is usable: the directory is left as it was found
     listed = "; ".join(f"{s}: {why}" for s, why in sorted(
-        damaged + [(s, f"metrics/metrics is unreadable, moved to {moved}") for s, moved in opened],
-        reverse=True))
-    changed = "nothing else was changed" if opened else "nothing was changed"
+        damaged + [(s, "metrics/metrics is unreadable") for s, _ in opened], reverse=True))
     raise NoUsableCheckpoint(
-        f"no usable checkpoint in {self.directory} ({listed}); {changed}: move the directory "
-        f"aside to start afresh, or restore a copy")
+        f"no usable checkpoint in {self.directory} ({listed}); nothing was changed: move the "
+        f"directory aside to start afresh, or restore a copy")
 
   def restore_state(self, step: int, abstract_state: Any) -> Any:
     """Only the train state of checkpoint `step` (no data iterator): another run's weights.
@@ -380,6 +379,18 @@ class Checkpointer:
       raise self._damaged(step, reason)
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
     return self._manager.restore(step, args=args)["state"]
+
+  def _put_back(self, moved: list[tuple[int, pathlib.Path]]) -> None:
+    """Undoes `_move_aside` of the checkpoints moved when the directory was opened."""
+    if moved:
+      _sync("medsr_checkpoint_put_back")  # every process is done with the manager's listing
+    if jax.process_index() == 0:
+      for step, path in moved:
+        os.replace(path, self.step_dir(step))
+      damaged_dir = self.directory / DAMAGED
+      if moved and damaged_dir.is_dir() and not any(damaged_dir.iterdir()):
+        damaged_dir.rmdir()
+    self._set_aside.clear()
 
   def _move_aside(self, step: int) -> pathlib.Path:
     """Moves checkpoint `step` to `damaged/STEP-TIME` (process 0; others wait at a barrier)."""

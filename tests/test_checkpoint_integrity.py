@@ -143,6 +143,24 @@ def test_every_checkpoint_damaged_is_one_error_and_changes_nothing(base, tmp_pat
   assert not _warnings(capsys.readouterr().err)
 
 
+def test_none_usable_puts_back_what_opening_moved(base, tmp_path, capsys):
+  """Checkpoint 6's metrics stop orbax from opening the directory, so it is moved aside at once;
+  when 3 turns out damaged too, 6 goes back: the one error line, and nothing changed."""
+  workdir = _copy(base, tmp_path)
+  ckpts = workdir / "checkpoints"
+  (ckpts / "6" / "metrics" / "metrics").write_text('{"val_psnr": 1')
+  (ckpts / "3" / "data" / "process_0-of-1.json").write_text("")
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  with pytest.raises(InputError) as e:
+    main_lib.run(_config(), str(workdir))
+  msg = str(e.value)
+  assert "\n" not in msg and "6: metrics/metrics is unreadable" in msg, msg
+  assert msg.endswith("nothing was changed: move the directory aside to start afresh, or "
+                      "restore a copy"), msg
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+  assert not _warnings(capsys.readouterr().err)
+
+
 def test_undamaged_resume_has_no_warning(base, tmp_path, capsys):
   workdir = _copy(base, tmp_path)
   capsys.readouterr()
