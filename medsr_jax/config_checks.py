@@ -29,7 +29,12 @@ from medsr_jax.errors import InputError
 RESUMABLE_FIELDS = frozenset({
     "train.max_steps", "train.log_every", "train.param_overview", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "data.num_workers", "data.num_threads",
-    "data.prefetch_buffer_size"})
+    "data.prefetch_buffer_size", "train.remat"})
+# Fields added after runs were first written: a saved config.json without one resumes when the
+# new config keeps the default (what those runs did).
+ADDED_FIELD_DEFAULTS = {"train.precision": "fp32", "train.remat": "none"}
+PRECISIONS = ("fp32", "bf16")      # trainers.step.PRECISIONS (not imported: no jax here)
+REMAT_MODES = ("none", "blocks", "full")  # layers.remat.MODES
 CHECKPOINTS_KEPT_FREE = 2        # room needed for this many checkpoints
 CHECKPOINT_COPIES = 4            # params + two Adam moments + EMA
 MAX_LISTED = 6                   # differences named in the resume error
@@ -67,7 +72,7 @@ def _is_number(v: Any) -> bool:
 
 def config_problems(config) -> list[str]:
   """One line per problem of `config` itself."""
-  problems = _stage_problems(config) + _interval_problems(config)
+  problems = _stage_problems(config) + _interval_problems(config) + _compute_problems(config)
   problems += _model_problems(config.model, "model")
   gan = config.get("gan", None)
   if gan is not None and gan.get("discriminator", None) is not None:
@@ -111,6 +116,17 @@ def _interval_problems(config) -> list[str]:
   v = config.train.get("max_steps", -1)
   if v is not None and (not _is_int(v) or (v != -1 and v < 1)):
     problems.append(f"train.max_steps must be -1 (every stage) or >= 1, got {v}")
+  return problems
+
+
+def _compute_problems(config) -> list[str]:
+  """train.precision and train.remat (the accelerator options, trainers/step.py)."""
+  problems = []
+  for name, allowed, default in (("precision", PRECISIONS, "fp32"),
+                                 ("remat", REMAT_MODES, "none")):
+    v = config.train.get(name, default)
+    if v not in allowed:
+      problems.append(f"train.{name} must be one of {', '.join(allowed)}, got {v!r}")
   return problems
 
 
@@ -276,6 +292,8 @@ def config_differences(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
   diffs = []
   for key in sorted(set(a) | set(b)):
     old, now = a.get(key, missing), b.get(key, missing)
+    if old is missing and key in ADDED_FIELD_DEFAULTS:
+      old = ADDED_FIELD_DEFAULTS[key]
     if old == now or key in RESUMABLE_FIELDS or key == last_steps:
       continue
     diffs.append((key.replace("#", " (count)"), old, now))

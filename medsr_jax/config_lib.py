@@ -145,6 +145,10 @@ def base_sr_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.0
   c.train.loss_threshold = 1e8     # a step whose loss exceeds this or is not finite is skipped
   c.train.ema_decay = 0.0          # 0 disables the exponential moving average of the params
+  c.train.precision = "fp32"       # 'bf16': bfloat16 compute, float32 master weights and losses
+                                   # (trainers/step.py); 'fp32': float32 throughout
+  c.train.remat = "none"           # 'blocks': recompute each repeated block in the backward pass;
+                                   # 'full': the whole network too (layers/remat.py)
   c.train.param_overview = True    # print clu's parameter table (process 0) at start-up
   c.train.log_every = 100
   c.train.eval_every = 2000        # validation PSNR/SSIM on whole validation slices

@@ -85,7 +85,7 @@ class CALayer(nn.Module):
     y = common.Conv2d(self.features // self.reduction, 1, init_scheme=self.init_scheme,
                       name='down')(y)
     y = common.Conv2d(self.features, 1, init_scheme=self.init_scheme, name='up')(jax.nn.relu(y))
-    return x * jax.nn.sigmoid(y)
+    return x * common.broadcast_like(jax.nn.sigmoid(y), x)
 
 
 class AdaConv(nn.Module):
@@ -190,7 +190,7 @@ class LayerAttention(nn.Module):
     energy = jnp.max(energy, axis=-1, keepdims=True) - energy
     attn = jax.nn.softmax(energy, axis=-1)
     out = jnp.einsum('bnm,bmd->bnd', attn, rows, precision=self.precision)
-    out = gamma.astype(out.dtype) * out + rows
+    out = common.broadcast_like(gamma, out) * out + rows
     return jnp.moveaxis(out.reshape(b, n, h, w, c), 1, 3).reshape(b, h, w, n * c)
 
 
@@ -223,8 +223,8 @@ class ChannelSpatialAttention(nn.Module):
         x[..., None], kernel.astype(x.dtype), window_strides=(1, 1, 1),
         padding=((1, 1), (1, 1), (1, 1)), dimension_numbers=('NHWDC', 'DHWIO', 'NHWDC'),
         precision=self.precision)[..., 0]
-    a = jax.nn.sigmoid(a + bias.astype(x.dtype))
-    return x * (gamma.astype(x.dtype) * a) + x
+    a = jax.nn.sigmoid(a + common.broadcast_like(bias, a))
+    return x * (common.broadcast_like(gamma, a) * a) + x
 
 
 def ca_reduced(features: int, reduction: int) -> int:

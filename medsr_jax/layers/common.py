@@ -10,6 +10,9 @@ Everything is NHWC (channels last). The layers mirror the author's `networks/com
   * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
   * `batch_norm`: `nn.BatchNorm2d` (eps 1e-5, momentum 0.1 = Flax momentum 0.9); `PReLU`;
     `activation(name)` for the reference's `paras.act` choices.
+  * `broadcast_like(v, x)`: a parameter (bias, slope, layer scale) or a smaller activation
+    (channel-attention weights) in the dtype of the activations `x` it is broadcast against;
+    under bfloat16 compute (`--config.train.precision=bf16`) its gradient is summed in float32.
 
 Initialisation (`init_scheme`):
   * 'thesis' (default): the dissertation (§5.3.3, §4.3) says every parameter is Kaiming-uniform
@@ -46,6 +49,32 @@ INIT_SCHEMES = ('thesis', 'reference')
 CONSTANTS = 'constants'
 
 Initializer = Callable[..., jax.Array]
+
+
+def is_low_precision(dtype: Any) -> bool:
+  """True for floating dtypes narrower than float32 (bfloat16 compute, trainers/step.py)."""
+  dtype = jnp.dtype(dtype)
+  return bool(jnp.issubdtype(dtype, jnp.floating)) and dtype.itemsize < 4
+
+
+def broadcast_like(p: jax.Array, like: jax.Array) -> jax.Array:
+  """`p` (a parameter, or an activation smaller than `like`) in the dtype of the activations
+  `like` it is combined with (`like + p`, `p * like`; numpy broadcasting).
+
+  float32 activations: `p.astype(like.dtype)`, the plain broadcast. Lower precision (bfloat16
+  compute): `p` is broadcast to the full shape in float32 and cast after, so that its gradient,
+  the sum of the cotangent over every position it was broadcast to (batch, pixels, windows), is
+  accumulated in float32: a bfloat16 running sum stops growing once it is 2^8 times its terms
+  (measured: the bias gradients of a tiny EDSR at batch 4 came out 64% wrong). XLA fuses the
+  broadcast and the casts into the consuming op; nothing of the full shape is stored.
+  `tests/test_precision.py` checks that no bf16 backward pass of the zoo sums more than a few
+  terms in bfloat16.
+  """
+  dtype = jnp.result_type(like)
+  if not is_low_precision(dtype):
+    return p.astype(dtype)
+  shape = jnp.broadcast_shapes(jnp.shape(p), jnp.shape(like))
+  return jnp.broadcast_to(p.astype(jnp.float32), shape).astype(dtype)
 
 
 def check_init_scheme(init_scheme: str) -> None:
@@ -110,7 +139,7 @@ class Conv2d(nn.Module):
                            stride=self.stride, groups=g, precision=self.precision)
     if self.use_bias:
       bias = self.param('bias', torch_uniform(fan_in), (self.features,))
-      y = y + bias.astype(y.dtype)
+      y = y + broadcast_like(bias, y)
     return y
 
 
@@ -143,7 +172,7 @@ class Linear(nn.Module):
     kernel = self.param('kernel', k_init, (fan_in, self.features))
     y = jnp.matmul(x, kernel.astype(x.dtype), precision=self.precision)
     if self.use_bias:
-      y = y + self.param('bias', b_init, (self.features,)).astype(y.dtype)
+      y = y + broadcast_like(self.param('bias', b_init, (self.features,)), y)
     return y
 
 
@@ -174,7 +203,7 @@ class PReLU(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     alpha = self.param('alpha', nn.initializers.constant(0.25), (self.num_parameters,))
-    return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+    return jnp.where(x >= 0, x, broadcast_like(alpha, x) * x)
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:

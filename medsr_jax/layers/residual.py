@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from medsr_jax.layers import common
+from medsr_jax.layers import remat
 
 PRELU = 'prelu'
 ACTIVATIONS = tuple(sorted(common.ACTIVATIONS)) + (PRELU,)
@@ -46,7 +47,7 @@ def check_act(act: str) -> None:
 
 def prelu(x: jax.Array, alpha: jax.Array) -> jax.Array:
   """PyTorch PReLU with slope(s) `alpha` (shape (1,) or (channels,))."""
-  return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+  return jnp.where(x >= 0, x, common.broadcast_like(alpha, x) * x)
 
 
 class PReLUSlope(nn.Module):
@@ -115,10 +116,11 @@ def residual_body(x: jax.Array, num_blocks: int, *, name: str = 'body', scan_blo
   if num_blocks < 1:
     raise ValueError(f'num_blocks must be >= 1, got {num_blocks}')
   if scan_blocks:
-    scanned = nn.scan(ScannedResBlock, variable_axes={'params': 0, 'batch_stats': 0},
+    scanned = nn.scan(remat.block(ScannedResBlock, scanned=True),
+                      variable_axes={'params': 0, 'batch_stats': 0},
                       split_rngs={'params': True}, in_axes=nn.broadcast, length=num_blocks)
     x, _ = scanned(**block_kwargs, name=name)(x, alpha)
     return x
   for i in range(num_blocks):
-    x = ResBlock(**block_kwargs, name=f'{name}_{i}')(x, alpha)
+    x = remat.block(ResBlock)(**block_kwargs, name=f'{name}_{i}')(x, alpha)
   return x

@@ -40,11 +40,14 @@ DROP_PATH_RNG = 'dropout'
 
 def drop_path(x: jax.Array, rate: Any, rng: jax.Array) -> jax.Array:
   """Stochastic depth in training: per sample, drop the branch with probability `rate`, else
-  scale it by 1 / (1 - rate) (timm `DropPath`). `rate` may be a traced scalar."""
-  keep = 1.0 - jnp.asarray(rate, x.dtype)
+  scale it by 1 / (1 - rate) (timm `DropPath`). `rate` may be a traced scalar. Under bfloat16
+  compute the draw and the scale are float32 (the same samples dropped as in float32)."""
+  dtype = jnp.float32 if common.is_low_precision(x.dtype) else x.dtype
+  keep = 1.0 - jnp.asarray(rate, dtype)
   shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-  kept = jax.random.uniform(rng, shape, x.dtype) < keep
-  return x * jnp.where(kept, 1.0 / jnp.maximum(keep, jnp.finfo(x.dtype).tiny), 0.0)
+  kept = jax.random.uniform(rng, shape, dtype) < keep
+  factor = jnp.where(kept, 1.0 / jnp.maximum(keep, jnp.finfo(dtype).tiny), 0.0)
+  return x * factor.astype(x.dtype)
 
 
 def window_partition(x: jax.Array, window_size: int) -> jax.Array:
@@ -133,8 +136,10 @@ class WindowAttention(nn.Module):
     qkv = qkv.reshape(bw, n, 3, h, hd).transpose(2, 0, 3, 1, 4)  # 3, B_, h, N, hd
     q, k, v = qkv[0] * scale, qkv[1], qkv[2]
     attn = jnp.einsum('bhnd,bhmd->bhnm', q, k)
+    if common.is_low_precision(attn.dtype):  # the gather's gradient summed in float32 too
+      table = table.astype(jnp.float32)
     bias = table[relative_position_index(ws).reshape(-1)].reshape(n, n, h).transpose(2, 0, 1)
-    attn = attn + bias[None].astype(attn.dtype)
+    attn = attn + common.broadcast_like(bias[None], attn)
     if mask is not None:
       nw = mask.shape[0]
       attn = attn.reshape(bw // nw, nw, h, n, n) + jnp.asarray(mask, attn.dtype)[None, :, None]

@@ -61,6 +61,7 @@ import jax.numpy as jnp
 
 from medsr_jax.layers import attention
 from medsr_jax.layers import common
+from medsr_jax.layers import remat
 from medsr_jax.layers import upsample
 from medsr_jax.models import base
 from medsr_jax.models import registry
@@ -89,14 +90,14 @@ class _ResidualGroupSR(base.MeanShiftSR):
     kw = dict(features=self.features, num_blocks=self.num_blocks, reduction=self.reduction,
               ada_conv=ada_conv, init_scheme=self.init_scheme, scan_blocks=self.scan_blocks)
     if self.scan_blocks:
-      groups = nn.scan(attention.ScannedResidualGroup,
+      groups = nn.scan(remat.block(attention.ScannedResidualGroup, scanned=True),
                        variable_axes={'params': 0, attention.INTERMEDIATES: 0,
                                        attention.MASK_OVERRIDE: 0},
                        split_rngs={'params': True}, length=self.num_groups)
       return groups(**kw, emit=emit, name='body')(x, None)
     outs = []
     for i in range(self.num_groups):
-      x = attention.ResidualGroup(**kw, name=f'body_{i}')(x)
+      x = remat.block(attention.ResidualGroup)(**kw, name=f'body_{i}')(x)
       outs.append(x)
     return x, (jnp.stack(outs) if emit else None)
 

@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax
 
 from medsr_jax.layers import common
+from medsr_jax.layers import remat
 from medsr_jax.layers import upsample
 from medsr_jax.models import base
 from medsr_jax.models import registry
@@ -64,7 +65,7 @@ class ConvNeXtBlock(nn.Module):
     y = common.Linear(self.expansion * f, init_scheme='thesis', name='pwconv1')(y)
     y = common.Linear(f, init_scheme='thesis', name='pwconv2')(common.gelu(y))
     gamma = self.param('gamma', nn.initializers.constant(self.layer_scale_init), (f,))
-    return x + gamma.astype(y.dtype) * y
+    return x + common.broadcast_like(gamma, y) * y
 
 
 class ScannedConvNeXtBlock(ConvNeXtBlock):
@@ -106,13 +107,13 @@ class ConvNetSR(base.MeanShiftSR):
     kw = dict(features=self.features, kernel_size=self.kernel_size, expansion=self.expansion,
               layer_scale_init=self.layer_scale_init)
     if self.scan_blocks:
-      blocks = nn.scan(ScannedConvNeXtBlock, variable_axes={'params': 0},
+      blocks = nn.scan(remat.block(ScannedConvNeXtBlock, scanned=True), variable_axes={'params': 0},
                        split_rngs={'params': True}, length=self.num_blocks)
       y, _ = blocks(**kw, name='body')(x0, None)
     else:
       y = x0
       for i in range(self.num_blocks):
-        y = ConvNeXtBlock(**kw, name=f'body_{i}')(y)
+        y = remat.block(ConvNeXtBlock)(**kw, name=f'body_{i}')(y)
     y = self.upsample_tail(y + x0 * self.res_scale)
     return shift.add(y) if self.mean_shift_in_forward else y
 

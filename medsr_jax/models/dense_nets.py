@@ -63,6 +63,7 @@ import jax.numpy as jnp
 
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
+from medsr_jax.layers import remat
 from medsr_jax.layers import upsample
 from medsr_jax.models import base
 from medsr_jax.models import registry
@@ -176,7 +177,7 @@ class RDN(_DenseSR):
               dense_scale=self.dense_scale, residual_scale=self.block_residual_scale,
               init_scheme=self.init_scheme)
     if self.scan_blocks:
-      scanned = nn.scan(dense.ScannedRDB, variable_axes={'params': 0},
+      scanned = nn.scan(remat.block(dense.ScannedRDB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks)
       _, outs = scanned(**kw, name='body')(t, None)  # (D, B, h, w, F)
       b, h, w, f = outs.shape[1:]
@@ -184,7 +185,7 @@ class RDN(_DenseSR):
     else:
       outs = []
       for i in range(self.num_blocks):
-        t = dense.ResidualDenseBlock(**kw, name=f'body_{i}')(t)
+        t = remat.block(dense.ResidualDenseBlock)(**kw, name=f'body_{i}')(t)
         outs.append(t)
       gff_in = jnp.concatenate(outs, axis=-1)
     g = self.conv(self.features, 'bottleneck_0', kernel_size=1)(gff_in)
@@ -225,13 +226,13 @@ class ESRGAN(_DenseSR):
               rdb_residual_scale=self.rdb_residual_scale,
               residual_scale=self.rrdb_residual_scale, init_scheme=self.init_scheme)
     if self.scan_blocks:
-      scanned = nn.scan(dense.ScannedRRDB, variable_axes={'params': 0},
+      scanned = nn.scan(remat.block(dense.ScannedRRDB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks)
       t, _ = scanned(**kw, name='body')(x0, None)
     else:
       t = x0
       for i in range(self.num_blocks):
-        t = dense.RRDB(**kw, name=f'body_{i}')(t)
+        t = remat.block(dense.RRDB)(**kw, name=f'body_{i}')(t)
     return self.global_skip(t, x0, 'body_conv', self.global_res_scale)
 
 

@@ -68,6 +68,7 @@ import jax.numpy as jnp
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
+from medsr_jax.layers import remat
 from medsr_jax.layers import upsample
 from medsr_jax.models import base
 from medsr_jax.models import registry
@@ -158,12 +159,12 @@ class RDST(base.MeanShiftSR):
     if self.gff != 'none':
       return shift.add(self._gff_forward(t, x0, h, w, kw) / self.img_range)
     if self.scan_blocks:
-      scanned = nn.scan(dense.ScannedRDSTB, variable_axes={'params': 0},
+      scanned = nn.scan(remat.block(dense.ScannedRDSTB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks)
       t, _ = scanned(**kw, name='body')(t, None)
     else:
       for i in range(self.num_blocks):
-        t = dense.RDSTB(**kw, name=f'body_{i}')(t)
+        t = remat.block(dense.RDSTB)(**kw, name=f'body_{i}')(t)
     t = common.layer_norm('norm')(t) * self.global_res_scale
     res = self.global_skip(t, x0, 'conv_after_body')[:, :h, :w]
     return shift.add(self.upsample_tail(res) / self.img_range)
@@ -172,14 +173,15 @@ class RDST(base.MeanShiftSR):
     """RDSTSR_N body and tail: GFF of all RDSTB outputs + x0 -> up-sampler (before add_mean)."""
     b, hp, wp, d = t.shape
     if self.scan_blocks:
-      scanned = nn.scan(_ScannedRDSTBWithOutput, variable_axes={'params': 0},
+      scanned = nn.scan(remat.block(_ScannedRDSTBWithOutput, scanned=True),
+                        variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks)
       t, outs = scanned(**kw, name='body')(t, None)  # outs: (n, B, H, W, d)
       feats = jnp.moveaxis(outs, 0, 3).reshape(b, hp, wp, self.num_blocks * d)
     else:
       outs = []
       for i in range(self.num_blocks):
-        t = dense.RDSTB(**kw, name=f'body_{i}')(t)
+        t = remat.block(dense.RDSTB)(**kw, name=f'body_{i}')(t)
         outs.append(t)
       feats = jnp.concatenate(outs, axis=-1)
     if self.is_initializing():  # built but not applied by the reference's RDSTSR_N: params only

@@ -70,6 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax.layers import common
+from medsr_jax.layers import remat
 from medsr_jax.layers import swin
 from medsr_jax.layers import upsample
 from medsr_jax.models import base
@@ -214,13 +215,13 @@ class SwinIR(base.SRModel):
                  shift_size=self.shift_size(), mlp_ratio=self.mlp_ratio, train=drop,
                  init_scheme=self.init_scheme)
     if self.scan_blocks:
-      scanned = nn.scan(ScannedRSTB, variable_axes={'params': 0},
+      scanned = nn.scan(remat.block(ScannedRSTB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True, swin.DROP_PATH_RNG: True},
                         length=self.num_layers)
       t, _ = scanned(**block, name='layers')(t, rates)
     else:
       for i in range(self.num_layers):
-        t = RSTB(**block, name=f'layers_{i}')(t, None if rates is None else rates[i])
+        t = remat.block(RSTB)(**block, name=f'layers_{i}')(t, None if rates is None else rates[i])
     res = self.global_skip(common.layer_norm('norm')(t), x0, 'conv_after_body')
 
     y = self._reconstruct(res)

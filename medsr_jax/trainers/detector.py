@@ -328,7 +328,8 @@ class DetectorTrainer:
       batch_sh = sharding.batch_sharding(self.mesh)
       self._steps[stage_idx] = step_lib.jit_train_step(
           raw, self.state_shardings, {'image': batch_sh, 'target': batch_sh},
-          sharding.replicated(self.mesh))
+          sharding.replicated(self.mesh),
+          policy=step_lib.policy_from_config(self.config.train))
     return self._steps[stage_idx]
 
   def progress_fields(self, metrics: dict) -> dict:

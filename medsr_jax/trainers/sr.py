@@ -326,7 +326,8 @@ class SRTrainer:
     frozen_sh = jax.tree.map(lambda _: sharding.replicated(self.mesh), self.frozen)
     jitted = step_lib.jit_step(raw_step, self.state_shardings,
                                {k: batch_sh for k in self.batch_keys()},
-                               sharding.replicated(self.mesh), frozen_sh)
+                               sharding.replicated(self.mesh), frozen_sh,
+                               policy=step_lib.policy_from_config(self.config.train))
     return lambda state, batch: jitted(state, batch, self.frozen)
 
   def generator_objective(self, stage_idx: int, scale: float | None = None):

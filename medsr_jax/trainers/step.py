@@ -5,7 +5,11 @@
   pixel_objective(model, 'l1')          a generator objective of one pixel loss
   make_train_step(objective, tx, ...)   `step(state, batch, frozen) -> (state, metrics)` of one
                                         player ('g'): value_and_grad + `state.guarded_update`
-  jit_step(step_fn, ...)                `jax.jit` with explicit shardings, the state donated
+  jit_step(step_fn, ...)                `jax.jit` with explicit shardings, the state donated, traced
+                                        under the run's `ComputePolicy`; prints the compiled
+                                        step's memory analysis when it first compiles
+  ComputePolicy(precision, remat)       `--config.train.precision=fp32|bf16`, `train.remat=none|
+                                        blocks|full` (`policy_from_config(config.train)`)
 
 An objective is `objective(params, model_state, batch, rng, frozen) -> (loss, (aux, model_state))`
 where `frozen` holds the frozen networks' variables (VGG-19, a segmentation U-Net), a replicated
@@ -18,19 +22,51 @@ with the 'dropout' rng), 'batch_stats' mutable when the model has them, a static
 scale-taking models (meta models: `scale=`, else their nominal `scale` field), and the primary
 output (`registry.primary_output`: ms_gan's final x4 image).
 
+Mixed precision (`ComputePolicy(precision='bf16')`): the master weights stay float32 everywhere
+(train state, optimiser, EMA, checkpoints, exports); `model_forward` casts the floating params
+and the input to bfloat16 inside the differentiated function, so every convolution and matmul of
+the forward and backward passes runs in bfloat16, and casts the network's outputs back to
+float32, so that every loss term is computed and reduced in float32. The gradients arrive in
+float32 (the cast's transpose). BatchNorm statistics stay float32 (the updated ones are cast back
+to their stored dtype). Sums stay float32 where bfloat16 would stall: a bfloat16 running sum stops
+growing at 2^8 times its terms, so every gradient that sums over the batch and the pixels
+(biases, PReLU slopes, layer scales, Swin's relative-position tables, channel attention) is
+accumulated in float32 (`layers.common.broadcast_like`; a test scans the bf16 backward pass of
+the zoo for bfloat16 sums), convolutions and matmuls accumulate in float32 inside the backends,
+and `jnp` reductions (means, norms' statistics, softmax) upcast by themselves; DropPath draws its
+mask in float32 (the same samples as in float32). There is no loss scaling: it exists for
+float16, whose 5-bit exponent flushes gradients below 6e-5 (6e-8 subnormal) to zero; bfloat16
+has float32's 8-bit exponent (smallest normal 1.2e-38), so the gradients that float32 represents
+do not underflow in it, and what bfloat16 loses is mantissa (8 bits), which scaling cannot
+restore. The frozen loss networks (VGG-19, the segmentation U-Net) get float32 images and run in
+float32.
+
+Rematerialisation (`ComputePolicy(remat=...)`): see `layers/remat.py`; 'full' also puts the
+whole network's forward pass under `jax.checkpoint` here. The parameter tree is unchanged.
+
+The policy reaches `model_forward` in two ways: as its `policy` argument, or, when that is None,
+from `use_policy(policy)`, the context `jit_step` traces the step in; so the trainers' steps
+(SR, GAN generator and discriminator, arbitrary-scale, segmentation) need no argument of their
+own. With the default policy (fp32, no remat) the program is exactly the one without a policy.
+
 Run the checks with:
-  .venv/bin/python -m pytest -q tests/test_train_step.py tests/test_gan.py
+  .venv/bin/python -m pytest -q tests/test_train_step.py tests/test_gan.py tests/test_precision.py
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional
+import contextlib
+import contextvars
+import dataclasses
+import functools
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from medsr_jax.layers import remat as remat_lib
 from medsr_jax.losses import pixel
 from medsr_jax.models import registry
 from medsr_jax.trainers import schedule
@@ -42,6 +78,77 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 Objective = Callable[[Any, dict, dict, jax.Array, dict], tuple[jax.Array, tuple[dict, dict]]]
 # Collections a training forward pass updates (the others in model_state are constants).
 MUTABLE_COLLECTIONS = ('batch_stats',)
+
+
+PRECISIONS = ("fp32", "bf16")
+COMPUTE_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+REMAT_MODES = remat_lib.MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputePolicy:
+  """How a train step computes: `precision` 'fp32' | 'bf16' (bfloat16 compute, float32 master
+  weights and losses) and `remat` 'none' | 'blocks' | 'full' (`layers/remat.py`)."""
+  precision: str = "fp32"
+  remat: str = "none"
+
+  def __post_init__(self):
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+    remat_lib.check_mode(self.remat)
+
+  @property
+  def compute_dtype(self):
+    return COMPUTE_DTYPES[self.precision]
+
+  @property
+  def is_default(self) -> bool:
+    return self == ComputePolicy()
+
+
+def policy_from_config(train_config) -> ComputePolicy:
+  """The `ComputePolicy` of `config.train` (`precision`, `remat`; absent: the defaults)."""
+  return ComputePolicy(precision=str(train_config.get("precision", "fp32")),
+                       remat=str(train_config.get("remat", "none")))
+
+
+_POLICY: contextvars.ContextVar[ComputePolicy] = contextvars.ContextVar(
+    "medsr_compute_policy", default=ComputePolicy())
+
+
+def current_policy() -> ComputePolicy:
+  """The policy of the step being traced (the default outside `use_policy`)."""
+  return _POLICY.get()
+
+
+@contextlib.contextmanager
+def use_policy(policy: ComputePolicy) -> Iterator[None]:
+  """`model_forward`s traced inside run under `policy` (their blocks remat per `policy.remat`)."""
+  token = _POLICY.set(policy)
+  try:
+    with remat_lib.use(policy.remat):
+      yield
+  finally:
+    _POLICY.reset(token)
+
+
+def cast_floating(tree: Any, dtype) -> Any:
+  """`tree` with its floating-point leaves cast to `dtype` (integer leaves, keys unchanged)."""
+  def cast(x):
+    return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+  return jax.tree.map(cast, tree)
+
+
+def _cast_like(new: dict, old: dict) -> dict:
+  """The updated collections `new` in the dtypes of the stored ones `old` (BatchNorm statistics
+  stay float32 under bf16 compute); a collection `old` lacks is kept as it is."""
+  out = {}
+  for name, value in new.items():
+    ref = old.get(name, None)
+    if ref is not None and jax.tree.structure(ref) == jax.tree.structure(value):
+      value = jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), value, ref)
+    out[name] = value
+  return out
 
 
 def parse_freeze(text: Any) -> tuple[str, ...]:
@@ -100,22 +207,40 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
   return variables.pop("params"), variables
 
 
-def model_forward(model, *, scale: Optional[float] = None, all_outputs: bool = False
+def model_forward(model, *, scale: Optional[float] = None, all_outputs: bool = False,
+                  policy: Optional[ComputePolicy] = None
                   ) -> Callable[[Any, dict, jax.Array, Optional[jax.Array]], tuple[Any, dict]]:
   """`forward(params, model_state, x, rng) -> (y, new_model_state)` in training mode.
 
   `y` is the primary output (`registry.primary_output`), or with `all_outputs` everything the
   model returns (ms_gan: the tuple (x2, x4) of its multi-scale loss, thesis eq. 3.21); `rng`
   None passes no 'dropout' rng. `scale` (static) is for scale-taking models; default: the
-  model's own `scale` field.
+  model's own `scale` field. `policy`: precision and rematerialisation (module docstring);
+  None: the policy of the step being traced (`use_policy`), read when `forward` is traced. Under
+  bf16 the outputs are float32, the master `params` untouched.
   """
   scale = registry.default_call_scale(model, scale)
 
-  def forward(params, model_state, x, rng):
+  def call(params, model_state, x, rng):
     variables = {"params": params, **model_state}
     rngs = {"dropout": rng} if rng is not None else None
-    outputs, updates = registry.call_model(model, variables, x, scale=scale, train=True,
-                                           rngs=rngs, mutable=MUTABLE_COLLECTIONS)
+    return registry.call_model(model, variables, x, scale=scale, train=True, rngs=rngs,
+                               mutable=MUTABLE_COLLECTIONS)
+
+  def forward(params, model_state, x, rng):
+    p = current_policy() if policy is None else policy
+    if p.is_default:
+      outputs, updates = call(params, model_state, x, rng)
+    else:
+      dtype = p.compute_dtype
+      run = jax.checkpoint(call) if p.remat == "full" else call
+      if dtype != jnp.float32:
+        params, x = cast_floating(params, dtype), cast_floating(x, dtype)
+      with use_policy(p):  # the model's blocks are traced under p.remat
+        outputs, updates = run(params, model_state, x, rng)
+      if dtype != jnp.float32:
+        outputs = cast_floating(outputs, jnp.float32)
+        updates = _cast_like(updates, model_state)
     y = outputs if all_outputs else registry.primary_output(model, outputs)
     return y, {**model_state, **updates}
   return forward
@@ -161,14 +286,81 @@ def batch_scale(batch: dict) -> dict:
   return {"scale": jnp.mean(batch["scale"])} if "scale" in batch else {}
 
 
-def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_shardings=None):
+def memory_stats(compiled) -> Optional[dict]:
+  """{argument, output, alias, temp, generated_code, peak: bytes} of a compiled executable
+  (`Compiled.memory_analysis()`); None when the backend gives no analysis. `peak` is the
+  estimate arguments + outputs - aliased (outputs written into donated buffers) + temporaries
+  (XLA's `peak_memory_in_bytes` is not used: XLA:CPU leaves the temporaries out of it)."""
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if analysis is None:
+    return None
+  def get(field):
+    return int(getattr(analysis, f"{field}_size_in_bytes", 0) or 0)
+  stats = {k: get(k) for k in ("argument", "output", "alias", "temp", "generated_code")}
+  stats["peak"] = stats["argument"] + stats["output"] - stats["alias"] + stats["temp"]
+  return stats
+
+
+def memory_line(name: str, stats: dict) -> str:
+  """The one start-up line of a compiled step's memory analysis."""
+  mib = lambda n: f"{n / 2 ** 20:.1f} MiB"
+  return (f"compiled {name}: arguments {mib(stats['argument'])}, outputs {mib(stats['output'])} "
+          f"({mib(stats['alias'])} of them in donated buffers), temporaries "
+          f"{mib(stats['temp'])}, generated code {mib(stats['generated_code'])}; peak estimate "
+          f"{mib(stats['peak'])} per device")
+
+
+class CompiledStep:
+  """A jitted step whose first call compiles it ahead of time (`jitted.lower(...).compile()`,
+  which fills jit's own cache, so it is compiled once) and, on process 0, prints its memory
+  analysis (`memory_line`); every call then goes through `jitted`. `extra_args` are appended to
+  each call's arguments. `memory`: the analysis (`memory_stats`) once compiled."""
+
+  def __init__(self, jitted, extra_args: tuple = (), *, report: bool = True):
+    self.jitted, self.extra_args, self.report = jitted, tuple(extra_args), report
+    self.compiled = False
+    self.memory: Optional[dict] = None
+    self.name = "train step"
+
+  def __call__(self, *args):
+    args = args + self.extra_args
+    if not self.compiled:
+      before = dict(TRACE_COUNTS)
+      compiled = self.jitted.lower(*args).compile()
+      traced = [k for k, v in TRACE_COUNTS.items() if v != before.get(k, 0)]
+      self.name = f"step {', '.join(traced)}" if traced else self.name
+      self.compiled, self.memory = True, memory_stats(compiled)
+      if self.report and self.memory is not None and jax.process_index() == 0:
+        print(memory_line(self.name, self.memory), flush=True)
+    return self.jitted(*args)
+
+
+def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_shardings=None,
+             *, policy: Optional[ComputePolicy] = None, report_memory: bool = True
+             ) -> CompiledStep:
   """`jax.jit` of `step(state, batch, frozen)` with explicit shardings; the state is donated
-  (updated in place), the frozen networks are not."""
-  return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, frozen_shardings),
-                 out_shardings=(state_shardings, metric_sharding), donate_argnums=0)
+  (updated in place), the frozen networks are not. The step is traced under `policy` (default:
+  fp32, no remat, the program of a step without one) and reports its compiled memory on its
+  first call (`CompiledStep`)."""
+  policy = ComputePolicy() if policy is None else policy
+
+  @functools.wraps(step_fn)
+  def traced(state, batch, frozen=None):
+    with use_policy(policy):
+      return step_fn(state, batch, frozen)
+
+  jitted = jax.jit(traced, in_shardings=(state_shardings, batch_shardings, frozen_shardings),
+                   out_shardings=(state_shardings, metric_sharding), donate_argnums=0)
+  return CompiledStep(jitted, report=report_memory)
 
 
-def jit_train_step(step_fn, state_shardings, batch_shardings, metric_sharding):
+def jit_train_step(step_fn, state_shardings, batch_shardings, metric_sharding, *,
+                   policy: Optional[ComputePolicy] = None, report_memory: bool = True
+                   ) -> CompiledStep:
   """`jit_step` for a step without frozen networks, called as `step(state, batch)`."""
-  jitted = jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, None)
-  return lambda state, batch: jitted(state, batch, None)
+  jitted = jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, None,
+                    policy=policy, report_memory=report_memory)
+  return CompiledStep(jitted.jitted, (None,), report=report_memory)
