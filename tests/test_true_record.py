@@ -200,12 +200,13 @@ def _vol(seed):
   return t1.astype(np.float64) + seed
 
 
-def test_skip_bad_that_empties_a_split_is_an_error(tmp_path, capsys):
+def _build_with_a_bad_subject(tmp_path, capsys, bad_subject, content):
+  """data_prep --skip_bad over sub01 (train), sub02 (val), sub03 (test) with `bad_subject`
+  spoilt: (the build's arguments, its out dir, its one error line), the build having failed."""
   src, split = tmp_path / "src", tmp_path / "split.json"
   for i in (1, 2, 3):
     fx.write_nifti(str(src / f"sub0{i}.nii.gz"), _vol(i))
-  bad = src / "sub03.nii.gz"
-  bad.write_bytes(b"not a NIfTI file" * 20)  # the only test subject
+  (src / f"{bad_subject}.nii.gz").write_bytes(content)
   split.write_text(json.dumps({"train": ["sub01"], "val": ["sub02"], "test": ["sub03"]}))
   base = ["--dataset=folder", f"--src={src}", "--workers=1", "--quiet", f"--split=file:{split}",
           "--skip_bad"]
@@ -215,8 +216,15 @@ def test_skip_bad_that_empties_a_split_is_an_error(tmp_path, capsys):
   err = capsys.readouterr().err
   assert e.value.code == 2
   lines = [l for l in err.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "left the test split without slices" in lines[0], err
-  assert "sub03" in lines[0] and "--allow_empty_split" in lines[0]
+  assert len(lines) == 1, err
+  return base, out, lines[0]
+
+
+def test_skip_bad_that_empties_a_split_is_an_error(tmp_path, capsys):
+  base, out, line = _build_with_a_bad_subject(  # the only test subject
+      tmp_path, capsys, "sub03", b"not a NIfTI file" * 20)
+  assert "left the test split without slices" in line, line
+  assert "sub03" in line and "--allow_empty_split" in line
   assert not manifest.read_manifest(str(out)).complete  # training refuses it
   # Asked for: the same build completes.
   assert build.main(base + [f"--out={out}", "--allow_empty_split"]) == 0
@@ -227,21 +235,10 @@ def test_skip_bad_that_empties_a_split_is_an_error(tmp_path, capsys):
 def test_skip_bad_that_empties_the_train_split_is_an_error(tmp_path, capsys):
   # The same rule for train (training would refuse the build at its start; the data can still
   # serve evaluation, with --allow_empty_split).
-  src, split = tmp_path / "src", tmp_path / "split.json"
-  for i in (1, 2, 3):
-    fx.write_nifti(str(src / f"sub0{i}.nii.gz"), _vol(i))
-  (src / "sub01.nii.gz").write_bytes(b"\x1f\x8b truncated")  # the only train subject
-  split.write_text(json.dumps({"train": ["sub01"], "val": ["sub02"], "test": ["sub03"]}))
-  base = ["--dataset=folder", f"--src={src}", "--workers=1", "--quiet", f"--split=file:{split}",
-          "--skip_bad"]
-  out = tmp_path / "out"
-  with pytest.raises(SystemExit) as e:
-    errors.cli_main(lambda: build.main(base + [f"--out={out}"]))
-  err = capsys.readouterr().err
-  assert e.value.code == 2
-  lines = [l for l in err.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "left the train split without slices" in lines[0], err
-  assert "sub01" in lines[0] and "--allow_empty_split" in lines[0]
+  base, out, line = _build_with_a_bad_subject(  # the only train subject
+      tmp_path, capsys, "sub01", b"\x1f\x8b truncated")
+  assert "left the train split without slices" in line, line
+  assert "sub01" in line and "--allow_empty_split" in line
   m = manifest.read_manifest(str(out))
   assert not m.complete and m.splits["test"].num_records > 0  # every good shard is whole
   assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary file left
