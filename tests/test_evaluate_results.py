@@ -14,13 +14,13 @@ import importlib
 import json
 
 from absl import flags
-import jax
 import numpy as np
 import pytest
 
 from medsr_jax import config_lib, errors, export, models
 from medsr_jax.data import sample
 from medsr_jax.evaluate import results as results_lib
+from tests import host_variables
 
 cli = importlib.import_module("medsr_jax.evaluate.__main__")
 
@@ -34,22 +34,6 @@ def _cli(args, log=None):
   cli.define_flags(fv)
   fv(["evaluate", *args])
   return errors.cli_main(lambda: cli.run_flags(fv, command="test", log=log or (lambda _: None)))
-
-
-def _he_normal(model, seed):
-  """Random variables drawn on the host (no initialiser to compile): He-normal kernels, identity
-  batch norm, zero biases."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, s):
-    name = path[-1].key
-    if name in ("var", "scale"):
-      return np.ones(s.shape, np.float32)
-    if name in ("mean", "bias"):
-      return np.zeros(s.shape, np.float32)
-    return (rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, models.abstract_variables(model))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +55,7 @@ def run_dir(tmp_path_factory):
                      in_channels=1, params=models.random_variables(model, 1))
   unet = models.build("unet_seg", in_channels=1, **UNET_TINY)
   export.save_export(str(root / "unet"), model_name="unet_seg", model_kwargs=UNET_TINY, scale=1,
-                     in_channels=1, params=_he_normal(unet, seed=0))
+                     in_channels=1, params=host_variables.he_normal(unet, seed=0))
   return run
 
 

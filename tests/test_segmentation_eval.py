@@ -20,6 +20,7 @@ from medsr_jax import models
 from medsr_jax.errors import InputError
 from medsr_jax.evaluate import segmentation as seg_eval
 from medsr_jax.metrics import dice
+from tests import host_variables
 
 TINY = dict(in_channels=1, num_classes=4, stem_features=4, stage_widths=(4, 8, 8, 8),
             blocks_per_stage=(1, 1, 1, 1), decoder_channels=(8, 8, 8, 8, 4))
@@ -29,17 +30,7 @@ SUBJECTS = ["a", "a", "a", "b", "b", "c"]
 @pytest.fixture(scope="module")
 def unet():
   model = models.build("unet_seg", **TINY)
-  rng = np.random.default_rng(0)
-
-  def draw(path, s):
-    name = path[-1].key
-    if name in ("var", "scale"):
-      return np.ones(s.shape, np.float32)
-    if name in ("mean", "bias"):
-      return np.zeros(s.shape, np.float32)
-    return (rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))).astype(np.float32)
-
-  return model, jax.tree_util.tree_map_with_path(draw, models.abstract_variables(model))
+  return model, host_variables.he_normal(model, seed=0)
 
 
 @pytest.fixture(scope="module")
