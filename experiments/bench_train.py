@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from medsr_jax import complexity, config_lib, models, sharding
+from medsr_jax import complexity, config_lib, cpu_compile, models, sharding
 from medsr_jax.trainers import state as state_lib, step as step_lib
 
 
@@ -156,7 +156,8 @@ def time_train_step(name: str, *, batch: int = 32, lr_patch: int = 24, scale: in
       step_lib.make_train_step(step_lib.pixel_objective(model, "l1"), tx, loss_threshold=1e8,
                                name=f"bench_{name}"),
       state_sh, {"lr": batch_sh, "hr": batch_sh}, sharding.replicated(mesh),
-      policy=step_lib.ComputePolicy(precision, remat), report_memory=False)
+      policy=step_lib.ComputePolicy(precision, remat), report_memory=False,
+      compiler_options=cpu_compile.compiler_options(model))
   rng = np.random.default_rng(0)
   data = sharding.global_batch({"lr": rng.random((batch, lp, lp, 1), np.float32),
                                 "hr": rng.random((batch, hp, hp, 1), np.float32)}, mesh)
@@ -189,7 +190,7 @@ def time_inference(name: str, *, height: int = 40, width: int = 32, scale: int =
   x = jnp.asarray(rng.random((1, height, width, 1), np.float32))
   if variables is None:
     variables = jax.jit(model.init)(jax.random.key(0), x)
-  infer = jax.jit(model.apply)
+  infer = jax.jit(model.apply, compiler_options=cpu_compile.compiler_options(model))
   t0 = time.perf_counter()
   _block(infer(variables, x))
   compile_s = time.perf_counter() - t0

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medsr_jax import cpu_compile
 from medsr_jax.data import degradation
 from medsr_jax.errors import InputError
 from medsr_jax.io import text_files
@@ -64,7 +65,7 @@ class Predictor:
       y = registry.primary_output(model, outputs)
       return jnp.clip(y, 0.0, 1.0) if clip else y
 
-    self._apply = jax.jit(forward)
+    self._apply = jax.jit(forward, compiler_options=cpu_compile.compiler_options(model))
 
   def __call__(self, variables: Any, lr: np.ndarray,
                log: Callable[[str], None] | None = None) -> np.ndarray:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medsr_jax import config_lib, evaluate, export, models, sharding
+from medsr_jax import config_lib, cpu_compile, evaluate, export, models, sharding
 from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
 from medsr_jax.io import text_files
@@ -327,7 +327,8 @@ class SRTrainer:
     jitted = step_lib.jit_step(raw_step, self.state_shardings,
                                {k: batch_sh for k in self.batch_keys()},
                                sharding.replicated(self.mesh), frozen_sh,
-                               policy=step_lib.policy_from_config(self.config.train))
+                               policy=step_lib.policy_from_config(self.config.train),
+                               compiler_options=cpu_compile.compiler_options(self.model))
     return lambda state, batch: jitted(state, batch, self.frozen)
 
   def generator_objective(self, stage_idx: int, scale: float | None = None):

@@ -339,12 +339,13 @@ class CompiledStep:
 
 
 def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_shardings=None,
-             *, policy: Optional[ComputePolicy] = None, report_memory: bool = True
-             ) -> CompiledStep:
+             *, policy: Optional[ComputePolicy] = None, report_memory: bool = True,
+             compiler_options: Optional[dict] = None) -> CompiledStep:
   """`jax.jit` of `step(state, batch, frozen)` with explicit shardings; the state is donated
   (updated in place), the frozen networks are not. The step is traced under `policy` (default:
   fp32, no remat, the program of a step without one) and reports its compiled memory on its
-  first call (`CompiledStep`)."""
+  first call (`CompiledStep`). `compiler_options`: XLA options of this program
+  (`medsr_jax.cpu_compile.compiler_options(model)`)."""
   policy = ComputePolicy() if policy is None else policy
 
   @functools.wraps(step_fn)
@@ -353,14 +354,16 @@ def jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, frozen_
       return step_fn(state, batch, frozen)
 
   jitted = jax.jit(traced, in_shardings=(state_shardings, batch_shardings, frozen_shardings),
-                   out_shardings=(state_shardings, metric_sharding), donate_argnums=0)
+                   out_shardings=(state_shardings, metric_sharding), donate_argnums=0,
+                   compiler_options=compiler_options)
   return CompiledStep(jitted, report=report_memory)
 
 
 def jit_train_step(step_fn, state_shardings, batch_shardings, metric_sharding, *,
-                   policy: Optional[ComputePolicy] = None, report_memory: bool = True
-                   ) -> CompiledStep:
+                   policy: Optional[ComputePolicy] = None, report_memory: bool = True,
+                   compiler_options: Optional[dict] = None) -> CompiledStep:
   """`jit_step` for a step without frozen networks, called as `step(state, batch)`."""
   jitted = jit_step(step_fn, state_shardings, batch_shardings, metric_sharding, None,
-                    policy=policy, report_memory=report_memory)
+                    policy=policy, report_memory=report_memory,
+                    compiler_options=compiler_options)
   return CompiledStep(jitted.jitted, (None,), report=report_memory)

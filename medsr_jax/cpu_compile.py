@@ -1,0 +1,51 @@
+"""XLA:CPU compile options per model: which library runs the convolutions (issue 13, point 2).
+
+XLA:CPU (jax 0.10.2) hands convolutions to YNNPACK fusions by default. On the 2-core
+development CPU those run a 3x3, 64 -> 64 convolution's kernel gradient at ~33 GFLOP/s and its
+forward at ~80, where XLA's Eigen path (`--xla_cpu_experimental_ynn_fusion_type=` empty: no
+YNNPACK fusions) runs the same three convolutions at 110-150 GFLOP/s; the 48x48, 64 -> 256
+upsampler convolution's kernel gradient takes 1.13 s with YNNPACK and ~0.3 s without. A whole
+EDSR-lite train step (batch 32, 24 -> 96) goes from 4.6 s to 1.8 s and its inference from 16 to
+29 slices/s (docs/BENCHMARKS.md, "XLA:CPU convolution library").
+
+The Swin models are the exception: their scanned train step relies on YNNPACK's elementwise
+fusions (without them the stacked-residual updates of the scan run on XLA's slow
+dynamic-update-slice loops and SwinIR-light's step takes twice as long), so models whose class
+sets `xla_cpu_ynn_fusions = True` (SwinIR, RDST) keep XLA's default.
+
+`compiler_options(model)` gives the options for one jitted program of `model` (the train step,
+inference), per program, so that one process can hold both kinds; `None` off CPU, for the Swin
+models, or when the environment variable `MEDSR_XLA_CPU_DEFAULTS=1` asks for XLA's defaults
+everywhere (e.g. to compare). Options a user puts in `XLA_FLAGS` for this flag win: then this
+returns None as well.
+
+Run `python -m pytest tests/test_convolution.py -k compiler_options`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+
+YNN_FLAG = 'xla_cpu_experimental_ynn_fusion_type'
+# No YNNPACK fusions: convolutions and dots on XLA's own (Eigen) path.
+EIGEN_CONVOLUTIONS = {YNN_FLAG: ''}
+DEFAULTS_ENV = 'MEDSR_XLA_CPU_DEFAULTS'
+
+
+def keeps_ynn_fusions(model: Any) -> bool:
+  """Whether `model`'s class asks for XLA:CPU's default YNNPACK fusions (the Swin models)."""
+  return bool(getattr(type(model), 'xla_cpu_ynn_fusions', False))
+
+
+def compiler_options(model: Any, backend: Optional[str] = None) -> Optional[dict]:
+  """`jax.jit(..., compiler_options=)` for a program of `model` on `backend` (default: JAX's
+  default backend): Eigen convolutions on CPU for convolutional models, else None."""
+  backend = jax.default_backend() if backend is None else backend
+  if backend != 'cpu' or keeps_ynn_fusions(model):
+    return None
+  if os.environ.get(DEFAULTS_ENV, '') == '1' or YNN_FLAG in os.environ.get('XLA_FLAGS', ''):
+    return None
+  return dict(EIGEN_CONVOLUTIONS)
