@@ -12,6 +12,7 @@ import pytest
 
 from experiments import bench_train
 from medsr_jax import config_checks, config_lib, models, sharding
+from medsr_jax.layers import common
 from medsr_jax.layers import remat as remat_lib
 from medsr_jax.losses import adversarial
 from medsr_jax.trainers import gan, objectives
@@ -305,3 +306,20 @@ def test_bench_mfu_by_hand():
       compiled_peak_mb=100.0, peak_mb=200.0, slices_per_s=50.0))
   assert row.count("|") == bench_train.HEADER.splitlines()[0].count("|")
   assert "| 1.2% |" in row
+
+
+@pytest.mark.parametrize('p_shape, like_shape', [((5,), (3, 4, 2, 5)), ((1, 2, 3, 3), (6, 2, 3, 3)),
+                                                 ((3, 1, 1, 5), (3, 4, 2, 5)), ((1,), (2, 3))])
+def test_broadcast_like_gradients_equal_plain_broadcasting(p_shape, like_shape):
+  """`broadcast_like`'s own vjp (leading axes summed by a ones-vector product, size-1 axes by a
+  sum) gives numpy broadcasting's gradient, also second order (WGAN-GP differentiates a
+  gradient) and in float32 for bfloat16 activations."""
+  rng = np.random.default_rng(0)
+  p = jnp.asarray(rng.standard_normal(p_shape), jnp.float32)
+  x = jnp.asarray(rng.standard_normal(like_shape), jnp.float32)
+  ours = lambda p, x: jnp.sum(jnp.sin(x * common.broadcast_like(p, x) + p))
+  plain = lambda p, x: jnp.sum(jnp.sin(x * p + p))
+  for order in (jax.grad, lambda f: jax.grad(lambda p, x: jnp.sum(jax.grad(f, 1)(p, x) ** 2))):
+    np.testing.assert_allclose(order(ours)(p, x), order(plain)(p, x), rtol=1e-5, atol=1e-5)
+  low = jax.grad(lambda p, x: jnp.sum(x * common.broadcast_like(p, x)))(p, x.astype(jnp.bfloat16))
+  assert low.dtype == jnp.float32 and low.shape == p.shape

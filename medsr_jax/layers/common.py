@@ -35,6 +35,7 @@ Run `python -m pytest tests/test_layers_swin.py` for the layer tests.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -61,20 +62,55 @@ def broadcast_like(p: jax.Array, like: jax.Array) -> jax.Array:
   """`p` (a parameter, or an activation smaller than `like`) in the dtype of the activations
   `like` it is combined with (`like + p`, `p * like`; numpy broadcasting).
 
-  float32 activations: `p.astype(like.dtype)`, the plain broadcast. Lower precision (bfloat16
-  compute): `p` is broadcast to the full shape in float32 and cast after, so that its gradient,
-  the sum of the cotangent over every position it was broadcast to (batch, pixels, windows), is
-  accumulated in float32: a bfloat16 running sum stops growing once it is 2^8 times its terms
-  (measured: the bias gradients of a tiny EDSR at batch 4 came out 64% wrong). XLA fuses the
-  broadcast and the casts into the consuming op; nothing of the full shape is stored.
-  `tests/test_precision.py` checks that no bf16 backward pass of the zoo sums more than a few
-  terms in bfloat16.
+  The value is the plain broadcast of `p` cast to `like`'s dtype. The gradient of `p`, the sum of
+  the cotangent over every position it was broadcast to (batch, pixels, windows), is computed
+  here (`_broadcast_sum`) rather than by JAX's reduction:
+    * in float32 whatever the compute dtype: under bfloat16 a running sum stops growing once it
+      is 2^8 times its terms (measured: the bias gradients of a tiny EDSR at batch 4 came out 64%
+      wrong). `tests/test_precision.py` checks that no bf16 backward pass of the zoo sums more
+      than a few terms in bfloat16;
+    * the sum over the leading axes as one matrix-vector product (ones @ cotangent): XLA:CPU's
+      YNNPACK reduce fusion takes 39 ms to sum a (288, 6, 64, 64) attention-bias cotangent over
+      its leading axis, the product 0.8 ms (docs/BENCHMARKS.md, "Leading-axis sums").
+  XLA fuses the broadcast and the casts into the consuming op; nothing of the full shape is stored.
   """
-  dtype = jnp.result_type(like)
-  if not is_low_precision(dtype):
-    return p.astype(dtype)
-  shape = jnp.broadcast_shapes(jnp.shape(p), jnp.shape(like))
-  return jnp.broadcast_to(p.astype(jnp.float32), shape).astype(dtype)
+  p = jnp.asarray(p)
+  shape = tuple(jnp.broadcast_shapes(p.shape, jnp.shape(like)))
+  return _broadcast(p, shape, jnp.dtype(jnp.result_type(like)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _broadcast(p: jax.Array, shape: tuple, dtype: Any) -> jax.Array:
+  wide = jnp.float32 if is_low_precision(dtype) else dtype
+  return jnp.broadcast_to(p.astype(wide), shape).astype(dtype)
+
+
+def _broadcast_fwd(p, shape, dtype):
+  return _broadcast(p, shape, dtype), jnp.zeros(p.shape, p.dtype)
+
+
+def _broadcast_bwd(shape, dtype, like_p, g):
+  """`like_p`: zeros of `p`'s shape and dtype (residuals must be arrays); XLA drops them."""
+  return (_broadcast_sum(g, like_p.shape).astype(like_p.dtype),)
+
+
+def _broadcast_sum(g: jax.Array, p_shape: tuple) -> jax.Array:
+  """Sums `g` (the broadcast shape) back to `p_shape` in float32: the leading axes where `p` is
+  absent or of size 1 by one ones-vector product, later size-1 axes of `p` by a plain sum."""
+  full = (1,) * (g.ndim - len(p_shape)) + tuple(p_shape)
+  lead = next((i for i, d in enumerate(full) if d != 1), len(full))
+  g, shape = g.astype(jnp.float32), g.shape
+  rows = math.prod(shape[:lead])
+  if rows > 1:
+    g = jnp.dot(jnp.ones((rows,), jnp.float32), g.reshape(rows, -1),
+                precision=jax.lax.Precision.HIGHEST).reshape((1,) * lead + shape[lead:])
+  inner = tuple(i for i in range(lead, g.ndim) if full[i] == 1 and g.shape[i] != 1)
+  if inner:
+    g = jnp.sum(g, axis=inner, keepdims=True)
+  return g.reshape(p_shape)
+
+
+_broadcast.defvjp(_broadcast_fwd, _broadcast_bwd)
 
 
 def check_init_scheme(init_scheme: str) -> None:
