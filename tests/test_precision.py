@@ -310,10 +310,14 @@ def test_bench_mfu_by_hand():
 
 @pytest.mark.parametrize('p_shape, like_shape', [((5,), (3, 4, 2, 5)), ((1, 2, 3, 3), (6, 2, 3, 3)),
                                                  ((3, 1, 1, 5), (3, 4, 2, 5)), ((1,), (2, 3))])
-def test_broadcast_like_gradients_equal_plain_broadcasting(p_shape, like_shape):
+@pytest.mark.parametrize('dot_sum', [True, False])
+def test_broadcast_like_gradients_equal_plain_broadcasting(p_shape, like_shape, dot_sum,
+                                                           monkeypatch):
   """`broadcast_like`'s own vjp (leading axes summed by a ones-vector product, size-1 axes by a
-  sum) gives numpy broadcasting's gradient, also second order (WGAN-GP differentiates a
-  gradient) and in float32 for bfloat16 activations."""
+  sum; `dot_sum`: used for every size) gives numpy broadcasting's gradient, also second order
+  (WGAN-GP differentiates a gradient) and in float32 for bfloat16 activations."""
+  if dot_sum:
+    monkeypatch.setattr(common, 'DOT_SUM_MIN_SIZE', 1)
   rng = np.random.default_rng(0)
   p = jnp.asarray(rng.standard_normal(p_shape), jnp.float32)
   x = jnp.asarray(rng.standard_normal(like_shape), jnp.float32)
