@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medsr_jax import cpu_compile
 from medsr_jax.errors import InputError
 from medsr_jax.evaluate import scales
 from medsr_jax.logging import panels
@@ -113,7 +114,8 @@ class Segmenter:
         return labels
       return labels, jnp.mean(out["e5"], axis=(1, 2))
 
-    self._apply = jax.jit(forward, static_argnames="what")
+    self._apply = jax.jit(forward, static_argnames="what",
+                          compiler_options=cpu_compile.compiler_options(unet_module))
 
   def _check(self, images) -> np.ndarray:
     images = np.asarray(images)

@@ -81,7 +81,7 @@ def broadcast_like(p: jax.Array, like: jax.Array) -> jax.Array:
   dtype = jnp.dtype(jnp.result_type(like))
   shape = tuple(jnp.broadcast_shapes(p.shape, jnp.shape(like)))
   if p.size >= DOT_SUM_MIN_SIZE:
-    return _broadcast(p, shape, dtype)
+    return _broadcast(p, shape, dtype, p.shape, p.dtype)
   if not is_low_precision(dtype):
     return p.astype(dtype)
   return jnp.broadcast_to(p.astype(jnp.float32), shape).astype(dtype)
@@ -91,19 +91,21 @@ def broadcast_like(p: jax.Array, like: jax.Array) -> jax.Array:
 DOT_SUM_MIN_SIZE = 4096
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _broadcast(p: jax.Array, shape: tuple, dtype: Any) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _broadcast(p: jax.Array, shape: tuple, dtype: Any, p_shape: tuple, p_dtype: Any
+               ) -> jax.Array:
+  """`p` broadcast to `shape` in `dtype` (float32 in between for low precision); `p_shape` and
+  `p_dtype` (static) say what its gradient is summed and cast back to."""
   wide = jnp.float32 if is_low_precision(dtype) else dtype
   return jnp.broadcast_to(p.astype(wide), shape).astype(dtype)
 
 
-def _broadcast_fwd(p, shape, dtype):
-  return _broadcast(p, shape, dtype), jnp.zeros(p.shape, p.dtype)
+def _broadcast_fwd(p, shape, dtype, p_shape, p_dtype):
+  return _broadcast(p, shape, dtype, p_shape, p_dtype), None
 
 
-def _broadcast_bwd(shape, dtype, like_p, g):
-  """`like_p`: zeros of `p`'s shape and dtype (residuals must be arrays); XLA drops them."""
-  return (_broadcast_sum(g, like_p.shape).astype(like_p.dtype),)
+def _broadcast_bwd(shape, dtype, p_shape, p_dtype, _, g):
+  return (_broadcast_sum(g, p_shape).astype(p_dtype),)
 
 
 def _broadcast_sum(g: jax.Array, p_shape: tuple) -> jax.Array:

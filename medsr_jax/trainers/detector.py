@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medsr_jax import evaluate, export, models, sharding
+from medsr_jax import cpu_compile, evaluate, export, models, sharding
 from medsr_jax.data import lesion, pipeline, sources
 from medsr_jax.errors import InputError
 from medsr_jax.io import text_files
@@ -329,7 +329,8 @@ class DetectorTrainer:
       self._steps[stage_idx] = step_lib.jit_train_step(
           raw, self.state_shardings, {'image': batch_sh, 'target': batch_sh},
           sharding.replicated(self.mesh),
-          policy=step_lib.policy_from_config(self.config.train))
+          policy=step_lib.policy_from_config(self.config.train),
+          compiler_options=cpu_compile.compiler_options(self.model))
     return self._steps[stage_idx]
 
   def progress_fields(self, metrics: dict) -> dict:

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax import checkpoint as checkpoint_lib
-from medsr_jax import config_lib, export, models, sharding
+from medsr_jax import config_lib, cpu_compile, export, models, sharding
 from medsr_jax.data import manifest as manifest_lib
 from medsr_jax.data import sources
 from medsr_jax.errors import InputError
@@ -185,7 +185,7 @@ class LabelPredictor:
     def forward(variables, x):
       outputs, _ = registry.call_model(model, variables, x, train=False)
       return jnp.argmax(outputs['logits'], axis=-1).astype(jnp.int32)
-    self._apply = jax.jit(forward)
+    self._apply = jax.jit(forward, compiler_options=cpu_compile.compiler_options(model))
 
   def __call__(self, variables: Any, images: np.ndarray) -> np.ndarray:
     h, w = images.shape[1:3]
