@@ -110,9 +110,10 @@ def test_scanned_gradient_compiles_canonical_convolutions():
 
 
 def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch):
-  """Convolutional models compile CPU programs without YNNPACK fusions (cpu_compile.py); the
-  Swin models, other backends, XLA_FLAGS naming the flag and MEDSR_XLA_CPU_DEFAULTS=1 keep XLA's
-  defaults; the options compile and give the same gradients to float32 rounding."""
+  """Convolutional models compile CPU programs without YNNPACK fusions (cpu_compile.py), the
+  Swin models without its convolutions only; other backends, XLA_FLAGS naming the flag and
+  MEDSR_XLA_CPU_DEFAULTS=1 keep XLA's defaults; the options compile and give the same gradients
+  to float32 rounding."""
   from medsr_jax import cpu_compile
   from medsr_jax.models import rdst, resnets, swinir
   monkeypatch.delenv(cpu_compile.DEFAULTS_ENV, raising=False)
@@ -120,8 +121,11 @@ def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch)
   conv_model = resnets.EDSR(n_resblocks=1, n_feats=4, scale=2)
   assert cpu_compile.compiler_options(conv_model, 'cpu') == {cpu_compile.YNN_FLAG: ''}
   assert cpu_compile.compiler_options(conv_model, 'gpu') is None
-  assert cpu_compile.compiler_options(rdst.RDST(), 'cpu') is None
-  assert cpu_compile.compiler_options(swinir.SwinIR(), 'cpu') is None
+  swin_options = {cpu_compile.YNN_FLAG: 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,'
+                                        'LIBRARY_FUSION_TYPE_REDUCE'}
+  assert cpu_compile.compiler_options(rdst.RDST(), 'cpu') == swin_options
+  assert cpu_compile.compiler_options(swinir.SwinIR(), 'cpu') == swin_options
+  assert cpu_compile.compiler_options(swinir.SwinIR(), 'tpu') is None
   monkeypatch.setenv(cpu_compile.DEFAULTS_ENV, '1')
   assert cpu_compile.compiler_options(conv_model, 'cpu') is None
   monkeypatch.delenv(cpu_compile.DEFAULTS_ENV)
@@ -133,7 +137,8 @@ def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch)
   k = jnp.asarray(rng.standard_normal((3, 3, 4, 3)), jnp.float32)
   grad = lambda x, k: jax.grad(lambda a, b: jnp.sum(convolution.conv2d(
       a, b, padding=((1, 1), (1, 1))) ** 2), argnums=(0, 1))(x, k)
-  ours = jax.jit(grad, compiler_options=dict(cpu_compile.EIGEN_CONVOLUTIONS))(x, k)
   default = jax.jit(grad)(x, k)
-  for a, b in zip(ours, default):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for options in (cpu_compile.EIGEN_CONVOLUTIONS, cpu_compile.SWIN_FUSIONS):
+    ours = jax.jit(grad, compiler_options=dict(options))(x, k)
+    for a, b in zip(ours, default):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

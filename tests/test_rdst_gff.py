@@ -145,7 +145,10 @@ def test_forward_matches_reassembly_and_skips_norm_and_conv_after_body(mode):
   apply = jax.jit(scan.apply)
   y = apply(v, x)
   want = jax.jit(lambda p, x: _reassembled_forward(loop, p, x))(v_loop['params'], x)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # The scanned program may round differently from the unrolled one (XLA picks its dot kernels
+  # per program): float32 rounding of outputs in the hundreds, relative to their largest value.
+  tol = dict(rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
+  np.testing.assert_allclose(np.asarray(y), np.asarray(want), **tol)
   # Built but unused: other values for the final LayerNorm and conv_after_body change nothing.
   p = dict(v['params'], norm={'scale': np.full(12, 3.0, np.float32),
                               'bias': np.ones(12, np.float32)},
@@ -153,7 +156,7 @@ def test_forward_matches_reassembly_and_skips_norm_and_conv_after_body(mode):
   np.testing.assert_array_equal(np.asarray(apply({'params': p}, x)), np.asarray(y))
   if mode == 'mlp':  # the unscanned model (one mode is enough: the GFF code is shared)
     y_loop = jax.jit(loop.apply)(v_loop, x)
-    np.testing.assert_allclose(np.asarray(y_loop), np.asarray(y), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y_loop), np.asarray(y), **tol)
 
 
 def test_errors():

@@ -199,6 +199,14 @@ def conv3x3(features: int, *, init_scheme: str = 'thesis', name: Optional[str] =
   return Conv2d(features, 3, use_bias=use_bias, init_scheme=init_scheme, name=name)
 
 
+def linear_initializers(init_scheme: str, fan_in: int) -> tuple[Initializer, Initializer]:
+  """(kernel, bias) initializers of a `Linear` layer with `fan_in` inputs under `init_scheme`."""
+  check_init_scheme(init_scheme)
+  if init_scheme == 'reference':
+    return torch_trunc_normal(0.02), nn.initializers.zeros_init()
+  return torch_uniform(fan_in), torch_uniform(fan_in)
+
+
 class Linear(nn.Module):
   """PyTorch `nn.Linear(in, features)` on the last axis. Params: 'kernel' (in, out), 'bias'.
 
@@ -213,17 +221,41 @@ class Linear(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    check_init_scheme(self.init_scheme)
     fan_in = x.shape[-1]
-    if self.init_scheme == 'reference':
-      k_init, b_init = torch_trunc_normal(0.02), nn.initializers.zeros_init()
-    else:
-      k_init, b_init = torch_uniform(fan_in), torch_uniform(fan_in)
+    k_init, b_init = linear_initializers(self.init_scheme, fan_in)
     kernel = self.param('kernel', k_init, (fan_in, self.features))
     y = jnp.matmul(x, kernel.astype(x.dtype), precision=self.precision)
     if self.use_bias:
       y = y + broadcast_like(self.param('bias', b_init, (self.features,)), y)
     return y
+
+
+@jax.custom_vjp
+def softmax(x: jax.Array) -> jax.Array:
+  """`jax.nn.softmax(x, axis=-1)` with a backward pass computed from the saved output only:
+  dx = p * (g - sum(g * p)) (the row sum in float32 under bfloat16 compute).
+
+  JAX's own rule, through its exp / max / division, kept the division's (B, heads, N, N)
+  broadcast of the row sums in memory on XLA:CPU and took ~2x longer in the Swin attention's
+  backward pass (docs/BENCHMARKS.md, "Swin attention formulation"). Forward values: the same
+  max-shifted exponentials, scaled by one reciprocal per row.
+  """
+  e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
+  return e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+
+
+def _softmax_fwd(x):
+  p = softmax(x)
+  return p, p
+
+
+def _softmax_bwd(p, g):
+  wide = jnp.float32 if is_low_precision(p.dtype) else p.dtype
+  row = jnp.sum(g.astype(wide) * p.astype(wide), axis=-1, keepdims=True)
+  return ((p.astype(wide) * (g.astype(wide) - row)).astype(p.dtype),)
+
+
+softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def layer_norm(name: Optional[str] = None, eps: float = 1e-5) -> nn.LayerNorm:
@@ -232,8 +264,13 @@ def layer_norm(name: Optional[str] = None, eps: float = 1e-5) -> nn.LayerNorm:
 
 
 def gelu(x: jax.Array) -> jax.Array:
-  """PyTorch `nn.GELU()` (exact erf form)."""
-  return jax.nn.gelu(x, approximate=False)
+  """PyTorch `nn.GELU()` (exact erf form): x / 2 * (1 + erf(x / sqrt(2))), PyTorch's own formula.
+
+  `jax.nn.gelu(approximate=False)` computes the same function through erfc, which XLA:CPU
+  expands into exponentials and selects: in RDST-E's train step its fusions took ~25% of the
+  step (docs/BENCHMARKS.md, "Swin attention formulation"); erf is one rational polynomial.
+  """
+  return x * (0.5 * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype))))
 
 
 def batch_norm(train: bool, name: Optional[str] = None) -> nn.BatchNorm:
