@@ -193,3 +193,56 @@ def test_mean_shift_constants_and_inverse():
   np.testing.assert_allclose(ms.apply(other, x, 'sub'), x - 1.0, rtol=1e-6)
   with pytest.raises(ValueError):
     common.MeanShift(2, mean=(0.1,)).init(jax.random.PRNGKey(0), x)
+
+
+def test_heads_linears_equal_linear_then_split_or_merge():
+  """HeadsLinear / MergeHeadsLinear (the attention's qkv and proj) have Linear's params and give
+  the values and gradients of the Linear followed by the PyTorch reshape / transpose."""
+  bw, n, c, h = 3, 5, 12, 4
+  x = jax.random.normal(jax.random.PRNGKey(0), (bw, n, c))
+  split = swin.HeadsLinear(3, h, init_scheme='reference')
+  params = split.init(jax.random.PRNGKey(1), x)
+  linear = common.Linear(3 * c, init_scheme='reference')
+  assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(
+      jnp.shape, linear.init(jax.random.PRNGKey(1), x))
+  params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias
+  plain = lambda p, x: linear.apply(p, x).reshape(bw, n, 3, h, c // h).transpose(2, 0, 3, 1, 4)
+  g = jax.random.normal(jax.random.PRNGKey(2), (3, bw, h, n, c // h))
+  for f in (split.apply, plain):
+    assert f(params, x).shape == g.shape
+  np.testing.assert_allclose(split.apply(params, x), plain(params, x), rtol=1e-5, atol=1e-6)
+  grads = [jax.grad(lambda p, x: jnp.sum(f(p, x) * g), argnums=(0, 1))(params, x)
+           for f in (split.apply, plain)]
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                         *grads)
+
+  y = jax.random.normal(jax.random.PRNGKey(3), (bw, h, n, c // h))
+  merge = swin.MergeHeadsLinear(7)
+  params = merge.init(jax.random.PRNGKey(4), y)
+  plain = lambda p, y: common.Linear(7).apply(p, y.transpose(0, 2, 1, 3).reshape(bw, n, c))
+  np.testing.assert_allclose(merge.apply(params, y), plain(params, y), rtol=1e-5, atol=1e-6)
+  grads = [jax.grad(lambda p, y: jnp.sum(jnp.sin(f(p, y))), argnums=(0, 1))(params, y)
+           for f in (merge.apply, plain)]
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                         *grads)
+
+
+def test_softmax_and_gelu_match_jax_values_and_gradients():
+  """common.softmax (own backward) and common.gelu (erf form) against jax.nn's, to float32
+  rounding: values, gradients, second derivatives (reverse over reverse, as WGAN-GP needs);
+  under bfloat16 the softmax's row sums (forward and backward) are float32."""
+  x = 4.0 * jax.random.normal(jax.random.PRNGKey(0), (3, 2, 5, 7))
+  g = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  ref_softmax = lambda x: jax.nn.softmax(x, axis=-1)
+  ref_gelu = lambda x: jax.nn.gelu(x, approximate=False)
+  for ours, ref in ((common.softmax, ref_softmax), (common.gelu, ref_gelu)):
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-6, atol=1e-6)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * g))
+    np.testing.assert_allclose(grad(ours)(x), grad(ref)(x), rtol=1e-5, atol=1e-6)
+    second = lambda f: jax.grad(lambda x: jnp.sum(jnp.cos(grad(f)(x))))(x)
+    np.testing.assert_allclose(second(ours), second(ref), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(common.gelu(x), _gelu(np.asarray(x, np.float64)), atol=1e-6)
+  bf16 = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(common.softmax(x) * g.astype(x.dtype))))(
+      x.astype(jnp.bfloat16))
+  sums = [e for e in bf16.jaxpr.eqns if e.primitive.name == 'reduce_sum']
+  assert sums and all(e.invars[0].aval.dtype == jnp.float32 for e in sums)
