@@ -93,7 +93,7 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str) -> jax.Array:
 
 class RDST(base.MeanShiftSR):
   """Residual Dense Swin Transformer for x2 / x3 / x4 single-image SR (NHWC in and out)."""
-  xla_cpu_ynn_fusions = True  # XLA:CPU keeps YNNPACK fusions (cpu_compile.py)
+  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot/eltwise/reduce fusions (cpu_compile.py)
   embed_dim: int = 60
   num_blocks: int = 8
   dense_layers: int = 3

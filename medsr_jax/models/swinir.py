@@ -121,7 +121,7 @@ class ScannedRSTB(RSTB):
 
 class SwinIR(base.SRModel):
   """SwinIR for x2 / x3 / x4 single-image SR (NHWC in and out); defaults = 'swinir_light'."""
-  xla_cpu_ynn_fusions = True  # XLA:CPU keeps YNNPACK fusions (cpu_compile.py)
+  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot/eltwise/reduce fusions (cpu_compile.py)
   embed_dim: int = 60
   num_layers: int = 4
   depth: int = 6
