@@ -40,6 +40,21 @@ SWIN_FUSIONS = {YNN_FLAG: ','.join(f'LIBRARY_FUSION_TYPE_{kind}'
 DEFAULTS_ENV = 'MEDSR_XLA_CPU_DEFAULTS'
 
 
+def scan_unroll(length: int, backend: Optional[str] = None) -> int:
+  """`nn.scan(..., unroll=)` for SwinIR's RSTB stack: the whole stack unrolled on CPU (same
+  stacked parameters, no while loop), 1 elsewhere. (RDST keeps its loop: with 8 blocks the
+  unrolled program's compile time would be ~3x the scanned one's, models/rdst.py.)
+
+  Inside XLA:CPU's while loop the scan's stacked residuals are written and read back with
+  dynamic-update-slice / dynamic-slice fusions that ran 20-40x slower than the same copies
+  alone; unrolled, their indices are constants. SwinIR-light's train step: 6.85 -> 4.97 s,
+  compile 22 -> 29 s (docs/BENCHMARKS.md, "Swin attention formulation"). The body is still traced
+  once.
+  """
+  backend = jax.default_backend() if backend is None else backend
+  return length if backend == 'cpu' else 1
+
+
 def keeps_ynn_fusions(model: Any) -> bool:
   """Whether `model`'s class asks for XLA:CPU's default YNNPACK fusions (the Swin models)."""
   return bool(getattr(type(model), 'xla_cpu_ynn_fusions', False))

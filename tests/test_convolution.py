@@ -126,6 +126,7 @@ def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch)
   assert cpu_compile.compiler_options(rdst.RDST(), 'cpu') == swin_options
   assert cpu_compile.compiler_options(swinir.SwinIR(), 'cpu') == swin_options
   assert cpu_compile.compiler_options(swinir.SwinIR(), 'tpu') is None
+  assert (cpu_compile.scan_unroll(4, 'cpu'), cpu_compile.scan_unroll(4, 'gpu')) == (4, 1)
   monkeypatch.setenv(cpu_compile.DEFAULTS_ENV, '1')
   assert cpu_compile.compiler_options(conv_model, 'cpu') is None
   monkeypatch.delenv(cpu_compile.DEFAULTS_ENV)
