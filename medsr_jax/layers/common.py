@@ -240,11 +240,9 @@ def softmax(x: jax.Array) -> jax.Array:
   backward pass (docs/BENCHMARKS.md, "Swin attention formulation"). Forward values: the same
   max-shifted exponentials, scaled by one reciprocal per row.
   """
-  e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
-  if is_low_precision(x.dtype):
-    wide = e.astype(jnp.float32)
-    return (wide * (1.0 / jnp.sum(wide, axis=-1, keepdims=True))).astype(x.dtype)
-  return e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+  e = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+  e = e.astype(jnp.float32 if is_low_precision(x.dtype) else e.dtype)
+  return (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(x.dtype)
 
 
 def _softmax_fwd(x):
