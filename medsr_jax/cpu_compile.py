@@ -8,13 +8,18 @@ upsampler convolution's kernel gradient takes 1.13 s with YNNPACK and ~0.3 s wit
 EDSR-lite train step (batch 32, 24 -> 96) goes from 4.6 s to 1.8 s and its inference from 16 to
 29 slices/s (docs/BENCHMARKS.md, "XLA:CPU convolution library").
 
-The Swin models keep YNNPACK's other fusions (dots, elementwise, reductions): without them
-the stacked-residual updates of their scanned step run on XLA's slow dynamic-update-slice loops
-and SwinIR-light's step takes twice as long. Their convolutions go to Eigen too: RDST-E's x4
-upsampler (48x48, 60 -> 240) had a kernel gradient of 1.6 s under YNNPACK, 0.2 s on Eigen, and its
-train step went from 15.3 to 12.0 s (SwinIR-light, whose convolutions are small, unchanged within
-noise). So models whose class sets `xla_cpu_ynn_fusions = True` (SwinIR, RDST) compile with
-`SWIN_FUSIONS`, the others with `EIGEN_CONVOLUTIONS`.
+The Swin models (SwinIR, RDST) keep two of YNNPACK's fusion kinds, dots and reductions
+(`SWIN_FUSIONS`), and run convolutions on Eigen:
+  * XLA's own reductions (LayerNorm statistics, softmax sums, bias gradients) are slow: without
+    YNNPACK's, RDST-E's train step took twice as long (8.5 -> 18.0 s), SwinIR-light's too.
+  * YNNPACK's elementwise fusions run multi-op elementwise work 2-3x slower than XLA's loop
+    fusions (GELU over 18432 x 240: 7.3 vs 2.8 ms; `a * b + 1`: 9.2 vs 3.4 ms); leaving them out
+    took RDST-E's step from 11.0 to 8.5 s, RDST's (a scanned loop) from 25.1 to 22.7 s and
+    SwinIR-light's from 5.55 to 5.20 s.
+  * RDST-E's x4 up-sampler (48x48, 60 -> 240) had a kernel gradient of 1.6 s under YNNPACK's
+    convolutions, 0.2 s on Eigen.
+So models whose class sets `xla_cpu_ynn_fusions = True` compile with `SWIN_FUSIONS`, the others
+with `EIGEN_CONVOLUTIONS`.
 
 `compiler_options(model)` gives the options for one jitted program of `model` (the train step,
 inference), per program, so that one process can hold both kinds; `None` off CPU, or when the
@@ -34,25 +39,30 @@ import jax
 YNN_FLAG = 'xla_cpu_experimental_ynn_fusion_type'
 # No YNNPACK fusions: convolutions and dots on XLA's own (Eigen) path.
 EIGEN_CONVOLUTIONS = {YNN_FLAG: ''}
-# YNNPACK for dots, elementwise fusions and reductions, Eigen for convolutions (the Swin models).
-SWIN_FUSIONS = {YNN_FLAG: ','.join(f'LIBRARY_FUSION_TYPE_{kind}'
-                                   for kind in ('DOT', 'ELTWISE', 'REDUCE'))}
+# YNNPACK for dots and reductions, XLA's loops for elementwise work, Eigen for convolutions.
+SWIN_FUSIONS = {YNN_FLAG: 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+# The longest block stack unrolled on CPU (`scan_unroll`).
+MAX_UNROLLED_BLOCKS = 6
 DEFAULTS_ENV = 'MEDSR_XLA_CPU_DEFAULTS'
 
 
-def scan_unroll(length: int, backend: Optional[str] = None) -> int:
-  """`nn.scan(..., unroll=)` for SwinIR's RSTB stack: the whole stack unrolled on CPU (same
-  stacked parameters, no while loop), 1 elsewhere. (RDST keeps its loop: with 8 blocks the
-  unrolled program's compile time would be ~3x the scanned one's, models/rdst.py.)
+def scan_unroll(length: int, backend: Optional[str] = None, *, initializing: bool = False) -> int:
+  """`nn.scan(..., unroll=)` for a model's block stack: on CPU the whole stack unrolled when it has
+  at most `MAX_UNROLLED_BLOCKS` blocks (same stacked parameters, no while loop), else 1; 1 also
+  while the model initialises (`initializing`: the parameters do not depend on it, and a rolled
+  `init` compiled 5x faster for RDST).
 
   Inside XLA:CPU's while loop the scan's stacked residuals are written and read back with
   dynamic-update-slice / dynamic-slice fusions that ran 20-40x slower than the same copies
-  alone; unrolled, their indices are constants. SwinIR-light's train step: 6.85 -> 4.97 s,
-  compile 22 -> 29 s (docs/BENCHMARKS.md, "Swin attention formulation"). The body is still traced
-  once.
+  alone (a quarter of RDST-E's step); unrolled, their indices are constants. The body is still
+  traced once. Train steps (docs/BENCHMARKS.md, "Unrolled block stacks on CPU"): SwinIR-light
+  6.85 -> 4.97 s, compile 22 -> 29 s; RDST-E 13.0 -> 10.0 s, compile 40 -> 43 s. RDST's 8
+  blocks stay a loop: unrolled, its gradient compiled 2.1x longer (13 -> 28 s on a 40x32 input),
+  beyond the 2x the scan may cost.
   """
   backend = jax.default_backend() if backend is None else backend
-  return length if backend == 'cpu' else 1
+  unrolls = backend == 'cpu' and length <= MAX_UNROLLED_BLOCKS and not initializing
+  return length if unrolls else 1
 
 
 def keeps_ynn_fusions(model: Any) -> bool:
@@ -62,8 +72,8 @@ def keeps_ynn_fusions(model: Any) -> bool:
 
 def compiler_options(model: Any, backend: Optional[str] = None) -> Optional[dict]:
   """`jax.jit(..., compiler_options=)` for a program of `model` on `backend` (default: JAX's
-  default backend): on CPU Eigen convolutions, with YNNPACK's dot / elementwise / reduce fusions
-  for the Swin models; None elsewhere."""
+  default backend): on CPU Eigen convolutions, with YNNPACK's dot and reduce fusions for the
+  Swin models; None elsewhere."""
   backend = jax.default_backend() if backend is None else backend
   if backend != 'cpu':
     return None

@@ -111,7 +111,7 @@ def test_scanned_gradient_compiles_canonical_convolutions():
 
 def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch):
   """Convolutional models compile CPU programs without YNNPACK fusions (cpu_compile.py), the
-  Swin models without its convolutions only; other backends, XLA_FLAGS naming the flag and
+  Swin models with its dot and reduce fusions only; other backends, XLA_FLAGS naming the flag and
   MEDSR_XLA_CPU_DEFAULTS=1 keep XLA's defaults; the options compile and give the same gradients
   to float32 rounding."""
   from medsr_jax import cpu_compile
@@ -121,8 +121,7 @@ def test_compiler_options_eigen_convolutions_for_conv_models_on_cpu(monkeypatch)
   conv_model = resnets.EDSR(n_resblocks=1, n_feats=4, scale=2)
   assert cpu_compile.compiler_options(conv_model, 'cpu') == {cpu_compile.YNN_FLAG: ''}
   assert cpu_compile.compiler_options(conv_model, 'gpu') is None
-  swin_options = {cpu_compile.YNN_FLAG: 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,'
-                                        'LIBRARY_FUSION_TYPE_REDUCE'}
+  swin_options = {cpu_compile.YNN_FLAG: 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
   assert cpu_compile.compiler_options(rdst.RDST(), 'cpu') == swin_options
   assert cpu_compile.compiler_options(swinir.SwinIR(), 'cpu') == swin_options
   assert cpu_compile.compiler_options(swinir.SwinIR(), 'tpu') is None

@@ -86,18 +86,38 @@ def test_padding_no_op_and_mean_shift_identity_at_defaults():
   np.testing.assert_allclose(np.asarray(y2), np.asarray(y3), rtol=1e-5, atol=1e-5)
 
 
-def test_scan_reduces_program_size():
-  """nn.scan keeps one RDSTB in the program: its size must not grow with the number of blocks."""
+def test_scan_traces_one_block_and_unrolls_short_stacks_on_cpu(monkeypatch):
+  """nn.scan traces one RDSTB whatever the number of blocks. Kept as a loop (long stacks on CPU,
+  every stack elsewhere) the program does not grow with the blocks; on CPU a stack of at most
+  `cpu_compile.MAX_UNROLLED_BLOCKS` is unrolled (no while loop), and `init` never is."""
+  from medsr_jax import cpu_compile
   x = jnp.zeros((1, 8, 8, 1))
+  traces = []
+  call = dense.ScannedRDSTB.__call__
+  monkeypatch.setattr(dense.ScannedRDSTB, '__call__',
+                      lambda self, *a, **k: (traces.append(1), call(self, *a, **k))[1])
 
-  def hlo_len(blocks, scan):
-    model = models.build('rdst', scale=2, num_blocks=blocks, scan_blocks=scan, **{
+  def lowered(blocks):
+    model = models.build('rdst', scale=2, num_blocks=blocks, **{
         k: v for k, v in TINY.items() if k != 'num_blocks'})
     v = _shapes(model, 8, 8)
-    return len(jax.jit(model.apply).lower(v, x).as_text())
+    traces.clear()
+    text = jax.jit(model.apply).lower(v, x).as_text()
+    apply_traces = len(traces)
+    init_text = jax.jit(model.init).lower(jax.random.key(0), x).as_text()
+    return apply_traces, text, init_text
 
-  assert hlo_len(6, True) < 1.1 * hlo_len(2, True)
-  assert hlo_len(6, False) > 2 * hlo_len(2, False)
+  limit = cpu_compile.MAX_UNROLLED_BLOCKS
+  (short_traces, short, short_init), (long_traces, long, long_init) = lowered(2), lowered(limit + 1)
+  assert short_traces == long_traces <= 2  # flax traces a scan body at most twice
+  assert 'stablehlo.while' not in short and 'stablehlo.while' in long
+  assert 'stablehlo.while' in short_init and 'stablehlo.while' in long_init
+  assert cpu_compile.scan_unroll(2, 'cpu') == 2 and cpu_compile.scan_unroll(limit + 1, 'cpu') == 1
+  assert cpu_compile.scan_unroll(2, 'gpu') == 1
+  assert cpu_compile.scan_unroll(2, 'cpu', initializing=True) == 1
+  monkeypatch.setattr(cpu_compile, 'MAX_UNROLLED_BLOCKS', 0)  # every stack a loop, as on GPU
+  (_, two, _), (_, seven, _) = lowered(2), lowered(limit + 1)
+  assert len(seven) < 1.1 * len(two)
 
 
 def test_pixel_shuffle_pytorch_channel_order():

@@ -65,6 +65,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medsr_jax import cpu_compile
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
@@ -93,7 +94,7 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str) -> jax.Array:
 
 class RDST(base.MeanShiftSR):
   """Residual Dense Swin Transformer for x2 / x3 / x4 single-image SR (NHWC in and out)."""
-  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot/eltwise/reduce fusions (cpu_compile.py)
+  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot and reduce fusions (cpu_compile.py)
   embed_dim: int = 60
   num_blocks: int = 8
   dense_layers: int = 3
@@ -136,6 +137,9 @@ class RDST(base.MeanShiftSR):
     """Output channels f of the global feature fusion (the reference's final_feature_channels)."""
     return int(self.embed_dim * self.gff_ratio)
 
+  def _scan_unroll(self) -> int:
+    return cpu_compile.scan_unroll(self.num_blocks, initializing=self.is_initializing())
+
   def _block_kwargs(self) -> dict:
     return dict(dim=self.embed_dim, growth=self.growth_rate, num_dense=self.dense_layers,
                 stl_per_dense=self.stl_per_dense, num_heads=self.num_heads,
@@ -161,7 +165,8 @@ class RDST(base.MeanShiftSR):
       return shift.add(self._gff_forward(t, x0, h, w, kw) / self.img_range)
     if self.scan_blocks:
       scanned = nn.scan(remat.block(dense.ScannedRDSTB, scanned=True), variable_axes={'params': 0},
-                        split_rngs={'params': True}, length=self.num_blocks)
+                        split_rngs={'params': True}, length=self.num_blocks,
+                        unroll=self._scan_unroll())
       t, _ = scanned(**kw, name='body')(t, None)
     else:
       for i in range(self.num_blocks):
@@ -175,8 +180,8 @@ class RDST(base.MeanShiftSR):
     b, hp, wp, d = t.shape
     if self.scan_blocks:
       scanned = nn.scan(remat.block(_ScannedRDSTBWithOutput, scanned=True),
-                        variable_axes={'params': 0},
-                        split_rngs={'params': True}, length=self.num_blocks)
+                        variable_axes={'params': 0}, split_rngs={'params': True},
+                        length=self.num_blocks, unroll=self._scan_unroll())
       t, outs = scanned(**kw, name='body')(t, None)  # outs: (n, B, H, W, d)
       feats = jnp.moveaxis(outs, 0, 3).reshape(b, hp, wp, self.num_blocks * d)
     else:

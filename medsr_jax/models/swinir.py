@@ -123,7 +123,7 @@ class ScannedRSTB(RSTB):
 
 class SwinIR(base.SRModel):
   """SwinIR for x2 / x3 / x4 single-image SR (NHWC in and out); defaults = 'swinir_light'."""
-  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot/eltwise/reduce fusions (cpu_compile.py)
+  xla_cpu_ynn_fusions = True  # XLA:CPU: YNNPACK dot and reduce fusions (cpu_compile.py)
   embed_dim: int = 60
   num_layers: int = 4
   depth: int = 6
@@ -220,7 +220,8 @@ class SwinIR(base.SRModel):
     if self.scan_blocks:
       scanned = nn.scan(remat.block(ScannedRSTB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True, swin.DROP_PATH_RNG: True},
-                        length=self.num_layers, unroll=cpu_compile.scan_unroll(self.num_layers))
+                        length=self.num_layers, unroll=cpu_compile.scan_unroll(
+                            self.num_layers, initializing=self.is_initializing()))
       t, _ = scanned(**block, name='layers')(t, rates)
     else:
       for i in range(self.num_layers):
