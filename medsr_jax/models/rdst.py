@@ -52,6 +52,12 @@ are `params['body_{i}']`. Compile times measured for num_blocks=8 on a 40x32 inp
 41 s / 74 s, init 29 s / > 120 s. The forward runs equally fast; the scanned gradient was
 2-23x slower on XLA:CPU until `layers/convolution.py` gave convolutions canonical gradients, and
 is now within 7-28% of the unrolled one (docs/BENCHMARKS.md). Hence scan is the default.
+On CPU a stack of at most `cpu_compile.MAX_UNROLLED_BLOCKS` (6) blocks, i.e. RDST-E's 4, is
+scanned with `unroll=num_blocks` (`cpu_compile.scan_unroll`): the same stacked params and one
+traced body, but no while loop, whose stacked-residual slices cost a quarter of RDST-E's step
+(13.0 -> 10.0 s per step, train-step compile 40 -> 43 s). RDST's 8 blocks stay a loop: unrolled,
+its gradient compiled in 28 s against 13 s scanned (measured the same hour), beyond 2x. `init`
+is never unrolled (the params do not depend on it; RDST's unrolled init compiled in 126 s).
 
 Precision: parity with the PyTorch reference is ~3e-7 in full float32; GPUs default to TF32
 matmuls (`jax.default_matmul_precision`), which moves the output by ~2e-4 (relative).

@@ -53,7 +53,8 @@ Where the reference differs from the textbook SwinIR:
 Stacking: with `scan_blocks=True` (default) the identical RSTBs run under `nn.scan` (params under
 `params['layers']` with a leading axis of size `num_layers`; the per-block DropPath rates are the
 scanned input); with False they are `params['layers_{i}']`. On CPU the scan is fully unrolled
-(`cpu_compile.scan_unroll`: same params, no while loop; 1.38x faster steps for 1.3x compile).
+(`cpu_compile.scan_unroll`: same params, no while loop; 1.38x faster steps for 1.3x compile),
+except while initialising.
 
 Parity with the author's PyTorch SwinIR (reference/PARITY.md, full float32 matmuls): 6.9e-7 to
 8.5e-7 for swinir_light (x4, x2), swinir_psd and swinir.
