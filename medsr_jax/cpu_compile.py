@@ -55,7 +55,8 @@ def scan_unroll(length: int, backend: Optional[str] = None, *, initializing: boo
   Inside XLA:CPU's while loop the scan's stacked residuals are written and read back with
   dynamic-update-slice / dynamic-slice fusions that ran 20-40x slower than the same copies
   alone (a quarter of RDST-E's step); unrolled, their indices are constants. The body is still
-  traced once. Train steps (docs/BENCHMARKS.md, "Unrolled block stacks on CPU"): SwinIR-light
+  traced once. Train steps (docs/BENCHMARKS.md, "Unrolled Swin stacks on CPU" and "Unrolled
+  RDST-E, YNNPACK without its elementwise fusions, page faults"): SwinIR-light
   6.85 -> 4.97 s, compile 22 -> 29 s; RDST-E 13.0 -> 10.0 s, compile 40 -> 43 s. RDST's 8
   blocks stay a loop: unrolled, its gradient compiled 2.1x longer (13 -> 28 s on a 40x32 input),
   beyond the 2x the scan may cost.
@@ -66,7 +67,7 @@ def scan_unroll(length: int, backend: Optional[str] = None, *, initializing: boo
 
 
 def keeps_ynn_fusions(model: Any) -> bool:
-  """Whether `model`'s class asks for XLA:CPU's default YNNPACK fusions (the Swin models)."""
+  """Whether `model`'s class asks for YNNPACK's dot and reduce fusions (the Swin models)."""
   return bool(getattr(type(model), 'xla_cpu_ynn_fusions', False))
 
 
