@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 
+from medsr_jax import cpu_compile
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import upsample
@@ -64,6 +65,12 @@ class SRModel(nn.Module):
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise InputError(f'{type(self).__name__} expects (B, H, W, {self.in_channels}) input, '
                        f'got {x.shape}')
+
+  @nn.nowrap
+  def scan_unroll(self, length: int) -> int:
+    """`nn.scan(..., unroll=)` for the model's stack of `length` blocks: `cpu_compile.scan_unroll`
+    (the whole stack on CPU when short enough), never while the model initialises."""
+    return cpu_compile.scan_unroll(length, initializing=self.is_initializing())
 
   @nn.nowrap
   def conv(self, features: int, name: str, kernel_size: int = 3) -> common.Conv2d:

@@ -71,7 +71,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medsr_jax import cpu_compile
 from medsr_jax.errors import InputError
 from medsr_jax.layers import common
 from medsr_jax.layers import dense
@@ -143,9 +142,6 @@ class RDST(base.MeanShiftSR):
     """Output channels f of the global feature fusion (the reference's final_feature_channels)."""
     return int(self.embed_dim * self.gff_ratio)
 
-  def _scan_unroll(self) -> int:
-    return cpu_compile.scan_unroll(self.num_blocks, initializing=self.is_initializing())
-
   def _block_kwargs(self) -> dict:
     return dict(dim=self.embed_dim, growth=self.growth_rate, num_dense=self.dense_layers,
                 stl_per_dense=self.stl_per_dense, num_heads=self.num_heads,
@@ -172,7 +168,7 @@ class RDST(base.MeanShiftSR):
     if self.scan_blocks:
       scanned = nn.scan(remat.block(dense.ScannedRDSTB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True}, length=self.num_blocks,
-                        unroll=self._scan_unroll())
+                        unroll=self.scan_unroll(self.num_blocks))
       t, _ = scanned(**kw, name='body')(t, None)
     else:
       for i in range(self.num_blocks):
@@ -187,7 +183,7 @@ class RDST(base.MeanShiftSR):
     if self.scan_blocks:
       scanned = nn.scan(remat.block(_ScannedRDSTBWithOutput, scanned=True),
                         variable_axes={'params': 0}, split_rngs={'params': True},
-                        length=self.num_blocks, unroll=self._scan_unroll())
+                        length=self.num_blocks, unroll=self.scan_unroll(self.num_blocks))
       t, outs = scanned(**kw, name='body')(t, None)  # outs: (n, B, H, W, d)
       feats = jnp.moveaxis(outs, 0, 3).reshape(b, hp, wp, self.num_blocks * d)
     else:

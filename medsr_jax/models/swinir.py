@@ -71,7 +71,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medsr_jax import cpu_compile
 from medsr_jax.layers import common
 from medsr_jax.layers import remat
 from medsr_jax.layers import swin
@@ -221,8 +220,7 @@ class SwinIR(base.SRModel):
     if self.scan_blocks:
       scanned = nn.scan(remat.block(ScannedRSTB, scanned=True), variable_axes={'params': 0},
                         split_rngs={'params': True, swin.DROP_PATH_RNG: True},
-                        length=self.num_layers, unroll=cpu_compile.scan_unroll(
-                            self.num_layers, initializing=self.is_initializing()))
+                        length=self.num_layers, unroll=self.scan_unroll(self.num_layers))
       t, _ = scanned(**block, name='layers')(t, rates)
     else:
       for i in range(self.num_layers):
