@@ -34,7 +34,12 @@ every timed call, each call waited for.
 
 from __future__ import annotations
 
-import math
+if __name__ == "__main__":
+  # Before jax is imported: the steps users get from `medsr_jax.main` (medsr_jax/hugepages.py).
+  from medsr_jax import hugepages
+  hugepages.reexec_with_hugepages()
+
+import math  # noqa: E402  (after the re-exec above)
 import resource
 import time
 from typing import Optional

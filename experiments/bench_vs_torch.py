@@ -20,7 +20,9 @@ sizes its pool from the affinity mask). A measurement is the median of `--steps`
 `--infer_iters` calls after warm-up (ours: compilation + 1 call; PyTorch: 2 calls); a framework's
 time is the median of its rounds. The table gives ratio = PyTorch s / medsr_jax s (> 1: medsr_jax
 is faster), and per kind the geometric mean and the lowest ratio. Our models run with their
-default options (scan_blocks on).
+default options (scan_blocks on) and, like `python -m medsr_jax.main`, with glibc's huge-page
+malloc tunable where it helps (medsr_jax/hugepages.py); PyTorch runs in the environment it is
+given (`--torch_hugepages` gives it the same tunable).
 
 Benchmark on an otherwise idle machine: PyTorch's threads slow down sharply when another process
 uses one of their cores. Timing is measured here, never asserted in tests.
@@ -42,7 +44,7 @@ import time
 
 from absl import app, flags
 
-from medsr_jax import errors
+from medsr_jax import errors, hugepages
 from medsr_jax.errors import InputError
 from medsr_jax.io import text_files
 
@@ -76,6 +78,10 @@ _TORCH_PY = flags.DEFINE_string("torch_python", DEFAULT_TORCH_PYTHON,
                                 "Python of the torchref venv.")
 _HARNESS = flags.DEFINE_string("harness", str(DEFAULT_HARNESS),
                                "Folder of the torchref harness (bench_torch.py, ref_models.py).")
+_TORCH_HUGEPAGES = flags.DEFINE_bool(
+    "torch_hugepages", False, "Run PyTorch with glibc's huge-page tunable too (ours always runs "
+    "with it where it helps, as `medsr_jax.main` does): checks that our gain from it is not one "
+    "PyTorch would get as well.")
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 3600, "Limit of one measurement subprocess.")
 _MARKDOWN = flags.DEFINE_string("markdown", None, "Also write the report here.")
 _CHILD = flags.DEFINE_enum("child", None, list(KINDS),
@@ -123,7 +129,8 @@ def _run(cmd: list[str], cpus: set[int], timeout: int, env: dict | None = None
 def measure_ours(kind: str, name: str, cpus: set[int]) -> dict:
   cmd = [sys.executable, "-m", "experiments.bench_vs_torch", f"--child={kind}",
          f"--models={name}", f"--steps={_STEPS.value}", f"--infer_iters={_INFER.value}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # As `python -m medsr_jax.main` runs: with glibc's huge-page tunable (medsr_jax/hugepages.py).
+  env = hugepages.environment_with_hugepages(dict(os.environ, JAX_PLATFORMS="cpu"))
   out, err = _run(cmd, cpus, _TIMEOUT.value, env)
   lines = [l for l in (out or "").splitlines() if l.startswith(RESULT)]
   if not lines:
@@ -140,7 +147,8 @@ def measure_torch(kind: str, name: str, cpus: set[int]) -> dict:
            "--threads", str(_THREADS.value), "--steps", str(_STEPS.value),
            "--runs", str(_INFER.value), "--out-json", out_json,
            "--out-md", os.path.join(tmp, "torch.md")]
-    _, err = _run(cmd, cpus, _TIMEOUT.value)
+    env = hugepages.environment_with_hugepages() if _TORCH_HUGEPAGES.value else None
+    _, err = _run(cmd, cpus, _TIMEOUT.value, env)
     if err:
       return {"error": err}
     with open(out_json, encoding="utf-8") as f:
@@ -214,6 +222,10 @@ def cpu_model() -> str:
   return platform.processor() or "unknown CPU"
 
 
+def _tunables(env) -> str:
+  return env.get(hugepages.TUNABLES_VARIABLE, "") or "unset"
+
+
 def _fmt(v: float | None) -> str:
   return "FAILED" if v is None else f"{v:.3f}"
 
@@ -256,7 +268,9 @@ def run() -> str:
             f"{_ROUNDS.value} round(s) of {_STEPS.value} train steps (batch 32, MIASSR 16, "
             f"{LR_PATCH} -> {LR_PATCH * SCALE}) / {_INFER.value} inference calls "
             f"(batch 1, {INFER_HW[0]}x{INFER_HW[1]} -> x{SCALE}); {time.strftime('%Y-%m-%d')}; "
-            f"load average at start {os.getloadavg()[0]:.2f}")
+            f"load average at start {os.getloadavg()[0]:.2f}; GLIBC_TUNABLES: medsr_jax "
+            f"`{_tunables(hugepages.environment_with_hugepages())}`, PyTorch "
+            f"`{_tunables(hugepages.environment_with_hugepages() if _TORCH_HUGEPAGES.value else os.environ)}`")
   if os.getloadavg()[0] >= 0.5:
     print(f"warning: load average {os.getloadavg()[0]:.2f} before the benchmark: other processes "
           "are using the CPUs and slow PyTorch's threads down sharply", file=sys.stderr)

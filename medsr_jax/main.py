@@ -24,6 +24,11 @@ from __future__ import annotations
 
 import os
 
+if __name__ == "__main__":
+  # Before anything else: glibc reads this tunable only at process start (medsr_jax/hugepages.py).
+  from medsr_jax import hugepages
+  hugepages.reexec_with_hugepages()
+
 # The input pipeline runs many small numpy matrix products (the exact bicubic) in grain threads;
 # OpenBLAS's own thread pool on top of them oversubscribes the host (10x slower under load,
 # experiments/bench_data.py). XLA does not use OpenBLAS. Set before numpy is first imported.
