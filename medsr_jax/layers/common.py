@@ -6,7 +6,7 @@ Everything is NHWC (channels last). The layers mirror the author's `networks/com
   * `Conv2d`: 2-D convolution with padding k // 2 and a bias (`default_conv`), kernel (kh, kw, in, out);
     it runs `convolution.conv2d`, whose gradient stays fast inside `nn.scan` on XLA:CPU.
   * `Linear`: `nn.Linear`, kernel (in, out).
-  * `layer_norm`: `nn.LayerNorm` (eps 1e-5, two-pass variance like PyTorch).
+  * `layer_norm`: PyTorch's LayerNorm (eps 1e-5, two-pass variance; `layers/normalization.py`).
   * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
   * `batch_norm`: `nn.BatchNorm2d` (eps 1e-5, momentum 0.1 = Flax momentum 0.9); `PReLU`;
     `activation(name)` for the reference's `paras.act` choices.
@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax.layers import convolution
+from medsr_jax.layers import normalization
 
 INIT_SCHEMES = ('thesis', 'reference')
 CONSTANTS = 'constants'
@@ -259,9 +260,10 @@ def _softmax_bwd(p, g):
 softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
-def layer_norm(name: Optional[str] = None, eps: float = 1e-5) -> nn.LayerNorm:
-  """PyTorch `nn.LayerNorm(d, eps=eps)`: scale 1 / bias 0, exact two-pass variance."""
-  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+def layer_norm(name: Optional[str] = None, eps: float = 1e-5) -> nn.Module:
+  """PyTorch `nn.LayerNorm(d, eps=eps)`: scale 1 / bias 0, exact two-pass variance, with its own
+  backward pass (`layers/normalization.py`)."""
+  return normalization.LayerNorm(epsilon=eps, name=name)
 
 
 def gelu(x: jax.Array) -> jax.Array:
