@@ -138,6 +138,11 @@ def measure_ours(kind: str, name: str, cpus: set[int]) -> dict:
   return json.loads(lines[-1][len(RESULT):])
 
 
+def torch_environment() -> dict:
+  """PyTorch's environment: ours as it is, or with the huge-page tunable (`--torch_hugepages`)."""
+  return hugepages.environment_with_hugepages() if _TORCH_HUGEPAGES.value else dict(os.environ)
+
+
 def measure_torch(kind: str, name: str, cpus: set[int]) -> dict:
   harness = pathlib.Path(_HARNESS.value)
   with tempfile.TemporaryDirectory(prefix="bench_vs_torch_") as tmp:
@@ -147,8 +152,7 @@ def measure_torch(kind: str, name: str, cpus: set[int]) -> dict:
            "--threads", str(_THREADS.value), "--steps", str(_STEPS.value),
            "--runs", str(_INFER.value), "--out-json", out_json,
            "--out-md", os.path.join(tmp, "torch.md")]
-    env = hugepages.environment_with_hugepages() if _TORCH_HUGEPAGES.value else None
-    _, err = _run(cmd, cpus, _TIMEOUT.value, env)
+    _, err = _run(cmd, cpus, _TIMEOUT.value, torch_environment())
     if err:
       return {"error": err}
     with open(out_json, encoding="utf-8") as f:
@@ -270,7 +274,7 @@ def run() -> str:
             f"(batch 1, {INFER_HW[0]}x{INFER_HW[1]} -> x{SCALE}); {time.strftime('%Y-%m-%d')}; "
             f"load average at start {os.getloadavg()[0]:.2f}; GLIBC_TUNABLES: medsr_jax "
             f"`{_tunables(hugepages.environment_with_hugepages())}`, PyTorch "
-            f"`{_tunables(hugepages.environment_with_hugepages() if _TORCH_HUGEPAGES.value else os.environ)}`")
+            f"`{_tunables(torch_environment())}`")
   if os.getloadavg()[0] >= 0.5:
     print(f"warning: load average {os.getloadavg()[0]:.2f} before the benchmark: other processes "
           "are using the CPUs and slow PyTorch's threads down sharply", file=sys.stderr)

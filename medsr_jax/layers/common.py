@@ -65,7 +65,7 @@ def broadcast_like(p: jax.Array, like: jax.Array) -> jax.Array:
 
   The value is the plain broadcast of `p` cast to `like`'s dtype. The gradient of `p`, the sum of
   the cotangent over every position it was broadcast to (batch, pixels, windows), is computed
-  here (`_broadcast_sum`) rather than by JAX's reduction:
+  here (`sum_to_shape`) rather than by JAX's reduction:
     * in float32 whatever the compute dtype: under bfloat16 a running sum stops growing once it
       is 2^8 times its terms (measured: the bias gradients of a tiny EDSR at batch 4 came out 64%
       wrong). `tests/test_precision.py` checks that no bf16 backward pass of the zoo sums more
@@ -106,10 +106,10 @@ def _broadcast_fwd(p, shape, dtype, p_shape, p_dtype):
 
 
 def _broadcast_bwd(shape, dtype, p_shape, p_dtype, _, g):
-  return (_broadcast_sum(g, p_shape).astype(p_dtype),)
+  return (sum_to_shape(g, p_shape).astype(p_dtype),)
 
 
-def _broadcast_sum(g: jax.Array, p_shape: tuple) -> jax.Array:
+def sum_to_shape(g: jax.Array, p_shape: tuple) -> jax.Array:
   """Sums `g` (the broadcast shape) back to `p_shape` in float32: the leading axes where `p` is
   absent or of size 1 by one ones-vector product, later size-1 axes of `p` by a plain sum."""
   full = (1,) * (g.ndim - len(p_shape)) + tuple(p_shape)

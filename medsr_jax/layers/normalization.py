@@ -14,9 +14,9 @@ full-size passes plus materialised broadcasts of the scale; in RDST-E's step the
 
 The residuals are x, mean and rstd (x is alive anyway: it is the residual stream the block adds
 back), so the backward pass recomputes x^ inside its fused loop instead of storing a second
-full-size tensor. The sums over positions are matrix-vector products (ones @ (positions, d)),
-which XLA:CPU runs through its dot library; a reduction over the leading axis is several times
-slower there (`common.broadcast_like`, "Leading-axis sums").
+full-size tensor. The sums over positions are `common.sum_to_shape`: one float32 matrix-vector
+product (ones @ (positions, d)), which XLA:CPU runs through its dot library; a reduction over the
+leading axis is several times slower there (`common.broadcast_like`, "Leading-axis sums").
 
 Values equal Flax's / PyTorch's to float32 rounding (~1e-7 relative; tests/test_normalization.py
 checks values and gradients against `flax.linen.LayerNorm`). Low-precision inputs (bfloat16) are
@@ -43,12 +43,6 @@ def _row_mean(v: jax.Array) -> jax.Array:
   return jnp.mean(v, axis=-1, keepdims=True)
 
 
-def _position_sum(v: jax.Array) -> jax.Array:
-  """Sum of `v` over every axis but the last, as ones @ v (XLA:CPU's dot library)."""
-  rows = v.reshape(-1, v.shape[-1])
-  return jnp.ones((rows.shape[0],), rows.dtype) @ rows
-
-
 def _statistics(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
   mean = _row_mean(x)
   centred = x - mean
@@ -58,8 +52,7 @@ def _statistics(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
   """(x - E[x]) / sqrt(Var[x] + eps) * scale + bias over the last axis (float32 `x`)."""
-  mean, rstd = _statistics(x, eps)
-  return (x - mean) * rstd * scale + bias
+  return _forward(x, scale, bias, eps)[0]
 
 
 def _forward(x, scale, bias, eps):
@@ -73,7 +66,9 @@ def _backward(eps, residuals, g):
   normalised = (x - mean) * rstd
   gx = g * scale
   dx = rstd * (gx - _row_mean(gx) - normalised * _row_mean(gx * normalised))
-  return dx, _position_sum(g * normalised), _position_sum(g)
+  d = (x.shape[-1],)
+  return (dx, common.sum_to_shape(g * normalised, d).astype(scale.dtype),
+          common.sum_to_shape(g, d).astype(scale.dtype))
 
 
 layer_norm.defvjp(_forward, _backward)
