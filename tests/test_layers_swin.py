@@ -207,12 +207,14 @@ def test_heads_linears_equal_linear_then_split_or_merge():
       jnp.shape, linear.init(jax.random.PRNGKey(1), x))
   params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias
   plain = lambda p, x: linear.apply(p, x).reshape(bw, n, 3, h, c // h).transpose(2, 0, 3, 1, 4)
+  stacked = lambda p, x: jnp.stack(split.apply(p, x))
   g = jax.random.normal(jax.random.PRNGKey(2), (3, bw, h, n, c // h))
-  for f in (split.apply, plain):
+  assert len(split.apply(params, x)) == 3
+  for f in (stacked, plain):
     assert f(params, x).shape == g.shape
-  np.testing.assert_allclose(split.apply(params, x), plain(params, x), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(stacked(params, x), plain(params, x), rtol=1e-5, atol=1e-6)
   grads = [jax.grad(lambda p, x: jnp.sum(f(p, x) * g), argnums=(0, 1))(params, x)
-           for f in (split.apply, plain)]
+           for f in (stacked, plain)]
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                          *grads)
 

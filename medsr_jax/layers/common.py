@@ -5,7 +5,8 @@ Everything is NHWC (channels last). The layers mirror the author's `networks/com
 
   * `Conv2d`: 2-D convolution with padding k // 2 and a bias (`default_conv`), kernel (kh, kw, in, out);
     it runs `convolution.conv2d`, whose gradient stays fast inside `nn.scan` on XLA:CPU.
-  * `Linear`: `nn.Linear`, kernel (in, out).
+  * `Linear`: `nn.Linear`, kernel (in, out); its product is `projection.dense` (a kernel
+    gradient without a transposed copy of the cotangent on XLA:CPU).
   * `layer_norm`: PyTorch's LayerNorm (eps 1e-5, two-pass variance; `layers/normalization.py`).
   * `MeanShift`: the fixed (x - mean) / std and y * std + mean affine.
   * `batch_norm`: `nn.BatchNorm2d` (eps 1e-5, momentum 0.1 = Flax momentum 0.9); `PReLU`;
@@ -46,6 +47,7 @@ import numpy as np
 
 from medsr_jax.layers import convolution
 from medsr_jax.layers import normalization
+from medsr_jax.layers import projection
 
 INIT_SCHEMES = ('thesis', 'reference')
 CONSTANTS = 'constants'
@@ -225,7 +227,7 @@ class Linear(nn.Module):
     fan_in = x.shape[-1]
     k_init, b_init = linear_initializers(self.init_scheme, fan_in)
     kernel = self.param('kernel', k_init, (fan_in, self.features))
-    y = jnp.matmul(x, kernel.astype(x.dtype), precision=self.precision)
+    y = projection.dense(x, kernel.astype(x.dtype), self.precision)
     if self.use_bias:
       y = y + broadcast_like(self.param('bias', b_init, (self.features,)), y)
     return y

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medsr_jax.layers import common
+from medsr_jax.layers import projection
 
 MASK_VALUE = -100.0
 DROP_PATH_RNG = 'dropout'
@@ -132,8 +133,8 @@ class WindowAttention(nn.Module):
     table = self.param('relative_position_bias_table', common.torch_trunc_normal(0.02),
                        ((2 * ws - 1) ** 2, h))
 
-    qkv = HeadsLinear(3, h, init_scheme=self.init_scheme, name='qkv')(x)  # 3, B_, h, N, hd
-    q, k, v = qkv[0] * scale, qkv[1], qkv[2]
+    q, k, v = HeadsLinear(3, h, init_scheme=self.init_scheme, name='qkv')(x)  # B_, h, N, hd
+    q = q * scale
     attn = jnp.einsum('bhnd,bhmd->bhnm', q, k)
     if common.is_low_precision(attn.dtype):  # the gather's gradient summed in float32 too
       table = table.astype(jnp.float32)
@@ -150,34 +151,35 @@ class WindowAttention(nn.Module):
 
 class HeadsLinear(nn.Module):
   """`Linear(C, splits * C)` (params 'kernel' (C, splits * C), 'bias', as `common.Linear`) whose
-  output comes out split into heads: (B_, N, C) -> (splits, B_, heads, N, C / heads).
+  output comes out split into heads: (B_, N, C) -> a tuple of `splits` arrays (B_, heads, N,
+  C / heads), the PyTorch qkv order (q, k, v, then heads, then the head's channels).
 
-  Same values as the Linear followed by reshape and transpose (the PyTorch qkv layout: q, k, v,
-  then heads, then the head's channels), but as one einsum with the kernel viewed as
-  (C, splits, heads, hd): XLA writes the product in the attention's layout and no transpose
-  copy is made, forward or backward (with `MergeHeadsLinear`, 40% of the attention's
-  train-step time on XLA:CPU; docs/BENCHMARKS.md, "Swin attention formulation").
+  The values of the Linear followed by reshape and transpose, through `projection.split_heads`:
+  the product in its natural (rows, splits * C) layout, one transposed copy per split, and a
+  backward pass that writes the splits' cotangents into one (rows, splits * C) matrix used by
+  both gradients (docs/BENCHMARKS.md, "Projections without transposed copies"; before, one einsum
+  straight into the heads layout, "Swin attention formulation").
   """
   splits: int
   num_heads: int
   init_scheme: str = 'thesis'
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     c = x.shape[-1]
     hd = c // self.num_heads
     k_init, b_init = common.linear_initializers(self.init_scheme, c)
     kernel = self.param('kernel', k_init, (c, self.splits * c))
     bias = self.param('bias', b_init, (self.splits * c,))
-    kernel = kernel.reshape(c, self.splits, self.num_heads, hd).astype(x.dtype)
-    y = jnp.einsum('bnc,cthd->tbhnd', x, kernel)
-    return y + common.broadcast_like(bias.reshape(self.splits, 1, self.num_heads, 1, hd), y)
+    ys = projection.split_heads(x, kernel.astype(x.dtype), self.splits, self.num_heads)
+    bias = bias.reshape(self.splits, self.num_heads, 1, hd)
+    return tuple(y + common.broadcast_like(bias[t], y) for t, y in enumerate(ys))
 
 
 class MergeHeadsLinear(nn.Module):
   """`Linear(heads * hd, features)` on heads-split input: (B_, heads, N, hd) -> (B_, N, features),
-  the values of merging the heads (transpose to (B_, N, heads, hd), reshape) and then the Linear,
-  as one einsum over (heads, hd) with the kernel viewed as (heads, hd, features). Params as
+  the values of merging the heads (transpose to (B_, N, heads, hd), reshape) and then the Linear
+  (`projection.merge_heads`: the merged copy is the kernel gradient's operand too). Params as
   `common.Linear`."""
   features: int
   init_scheme: str = 'thesis'
@@ -188,7 +190,7 @@ class MergeHeadsLinear(nn.Module):
     k_init, b_init = common.linear_initializers(self.init_scheme, h * hd)
     kernel = self.param('kernel', k_init, (h * hd, self.features))
     bias = self.param('bias', b_init, (self.features,))
-    y = jnp.einsum('bhnd,hdf->bnf', x, kernel.reshape(h, hd, self.features).astype(x.dtype))
+    y = projection.merge_heads(x, kernel.astype(x.dtype))
     return y + common.broadcast_like(bias, y)
 
 
