@@ -50,6 +50,23 @@ def test_dense_gradients_equal_jax(k, padding, hw):
 
 
 @pytest.mark.parametrize('k,padding,hw', CASES)
+def test_kernel_gradient_by_taps_for_few_output_channels(k, padding, hw):
+  """k * k * C_out <= C_in (the 3x3 C -> 1 output convolution, 1x1 projections down) takes the
+  kernel gradient as one product against shifted copies of dy: same values as JAX's."""
+  rng = np.random.default_rng(20 + k)
+  cin = k * k * 2
+  x = jnp.asarray(rng.standard_normal((2, *hw, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((k, k, cin, 2)), jnp.float32)
+  ours = _loss(lambda a, b: convolution.conv2d(a, b, padding=padding))
+  ref = _loss(lambda a, b: _reference(a, b, padding))
+  hlo = jax.jit(jax.grad(ours, 1)).lower(x, w).compile().as_text()
+  # The forward only (XLA makes a 1x1 one a dot): no convolution for the kernel gradient.
+  assert len(re.findall(r'= \S+ convolution\(', hlo)) == (k > 1)
+  for got, want in zip(jax.jit(jax.grad(ours, (0, 1)))(x, w), jax.grad(ref, (0, 1))(x, w)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('k,padding,hw', CASES)
 def test_depthwise_matches_grouped_convolution(k, padding, hw):
   rng = np.random.default_rng(10 + k)
   x = jnp.asarray(rng.standard_normal((2, *hw, 5)), jnp.float32)

@@ -16,10 +16,18 @@ form itself, the same arithmetic XLA performs after its rewrite:
   dx = conv(dy, flip_hw(w) with in/out swapped)          padding (k - 1 - lo, h - h_out + lo)
   dw = conv(x^T, dy^T)^T   x^T = (C_in, H, W, B) as NHWC, dy^T = (H_out, W_out, B, C_out) as HWIO
 
+For few output channels (k * k * C_out <= C_in: the 3x3 C -> 1 output convolution of the image
+models, 1x1 projections to fewer channels) the kernel gradient is instead one product of x
+(positions, C_in) with the k * k shifted copies of dy, contracting the positions of both
+(`_kernel_grad_by_taps`): the shifted copies are smaller than x^T, which for EDSR-lite's and
+RDST-E's 96x96 output convolution was a 70 MB transposed copy (its forward + backward alone:
+~100 -> ~50 ms; docs/BENCHMARKS.md, "Projections without transposed copies").
+
 The rule is chosen per platform when the program is lowered (`lax.platform_dependent`): on CPU
-the canonical form above, elsewhere (GPU, TPU) JAX's own transpose rule, so accelerators compile
-exactly what they did before. Results are bit-identical to JAX's gradients on CPU (tested), second
-derivatives (WGAN-GP's gradient penalty) work, forward-mode (`jax.jvp`) does not (a `custom_vjp`).
+the forms above, elsewhere (GPU, TPU) JAX's own transpose rule, so accelerators compile exactly
+what they did before. Results equal JAX's gradients on CPU (bit for bit in the canonical form,
+to float32 rounding by taps; tested), second derivatives (WGAN-GP's gradient penalty) work,
+forward-mode (`jax.jvp`) does not (a `custom_vjp`).
 
 Depthwise convolutions (one group per input channel, one output per group: ConvNet's 7x7) are
 slow on XLA:CPU in every direction: the grouped forward convolution runs at ~0.6 GFLOP/s and its
@@ -75,9 +83,38 @@ def _canonical_backward(padding: Padding, precision: Any, x: jax.Array, kernel: 
   flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
   dx = _plain(dy, flipped, ((kh - 1 - top, h - ho + top), (kw - 1 - left, w - wo + left)),
               precision)
-  dkernel = _plain(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3),
-                   ((top, kh - 1 + ho - h - top), (left, kw - 1 + wo - w - left)), precision)
-  return dx.astype(x.dtype), dkernel.transpose(1, 2, 0, 3).astype(kernel.dtype)
+  if kh * kw * kernel.shape[3] <= kernel.shape[2]:
+    dkernel = _kernel_grad_by_taps(padding, precision, x, dy, kh, kw)
+  else:
+    dkernel = _plain(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3),
+                     ((top, kh - 1 + ho - h - top), (left, kw - 1 + wo - w - left)), precision)
+    dkernel = dkernel.transpose(1, 2, 0, 3)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+def _kernel_grad_by_taps(padding: Padding, precision: Any, x: jax.Array, dy: jax.Array,
+                         kh: int, kw: int) -> jax.Array:
+  """The kernel gradient as one product over all B x H x W positions: x (positions, C_in)
+  against the k*k shifted copies of dy (positions, k * k * C_out), contracting the positions of
+  both operands (no transposed copy of x).
+
+  dW[i, j, c, o] = sum_{b, y, x} x[b, y, x, c] dy[b, y + top - i, x + left - j, o] (zero outside
+  dy). For few output channels (k * k * C_out <= C_in: a 1x1 projection to fewer channels, or the
+  3x3 C -> 1 output convolution of every image model) the shifted copies of dy are smaller than
+  the canonical form's transposed copy of x: EDSR-lite's and RDST-E's 96x96, 64 -> 1 output
+  convolution transposed 70 MB of activations for its kernel gradient.
+  """
+  (h, w), (ho, wo) = x.shape[1:3], dy.shape[1:3]
+  (top, _), (left, _) = padding
+  zero = jnp.zeros((), dy.dtype)
+  dyp = jax.lax.pad(dy, zero, ((0, 0, 0), (kh - 1 - top, h + top - ho, 0),
+                               (kw - 1 - left, w + left - wo, 0), (0, 0, 0)))
+  taps = jnp.stack([dyp[:, kh - 1 - i:kh - 1 - i + h, kw - 1 - j:kw - 1 - j + w, :]
+                    for i in range(kh) for j in range(kw)], axis=3)  # B, H, W, k*k, C_out
+  cin = x.shape[3]
+  dkernel = jax.lax.dot_general(x.reshape(-1, cin), taps.reshape(x.shape[0] * h * w, -1),
+                                (((0,), (0,)), ((), ())), precision=precision)
+  return dkernel.reshape(cin, kh, kw, -1).transpose(1, 2, 0, 3)
 
 
 def _xla_backward(padding: Padding, precision: Any, x: jax.Array, kernel: jax.Array,
