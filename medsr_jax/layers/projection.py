@@ -73,12 +73,6 @@ def _dense_bwd(precision, residuals, g):
 dense.defvjp(_dense_fwd, _dense_bwd)
 
 
-def split_heads(x: jax.Array, kernel: jax.Array, splits: int, heads: int) -> tuple[jax.Array, ...]:
-  """`x @ kernel` split into `splits` x `heads`: (B_, N, C) with kernel (C, splits * width) ->
-  `splits` arrays (B_, heads, N, width / heads)."""
-  return _split_heads(x, kernel, splits, heads)
-
-
 def _split_values(x, kernel, splits, heads):
   b, n, _ = x.shape
   y = dense(x, kernel).reshape(b, n, splits, heads, -1)
@@ -86,7 +80,9 @@ def _split_values(x, kernel, splits, heads):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _split_heads(x, kernel, splits, heads):
+def split_heads(x: jax.Array, kernel: jax.Array, splits: int, heads: int) -> tuple[jax.Array, ...]:
+  """`x @ kernel` split into `splits` x `heads`: (B_, N, C) with kernel (C, splits * width) ->
+  `splits` arrays (B_, heads, N, width / heads)."""
   return _split_values(x, kernel, splits, heads)
 
 
@@ -102,7 +98,7 @@ def _split_bwd(splits, heads, residuals, gs):
   return _dense_bwd(None, residuals, g.reshape(residuals[0].shape[:-1] + (-1,)))
 
 
-_split_heads.defvjp(_split_fwd, _split_bwd)
+split_heads.defvjp(_split_fwd, _split_bwd)
 
 
 def merge_heads(y: jax.Array, kernel: jax.Array) -> jax.Array:
