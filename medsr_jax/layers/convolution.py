@@ -53,6 +53,8 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from medsr_jax.layers import projection
+
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -99,10 +101,7 @@ def _kernel_grad_by_taps(padding: Padding, precision: Any, x: jax.Array, dy: jax
   both operands (no transposed copy of x).
 
   dW[i, j, c, o] = sum_{b, y, x} x[b, y, x, c] dy[b, y + top - i, x + left - j, o] (zero outside
-  dy). For few output channels (k * k * C_out <= C_in: a 1x1 projection to fewer channels, or the
-  3x3 C -> 1 output convolution of every image model) the shifted copies of dy are smaller than
-  the canonical form's transposed copy of x: EDSR-lite's and RDST-E's 96x96, 64 -> 1 output
-  convolution transposed 70 MB of activations for its kernel gradient.
+  dy); used when k * k * C_out <= C_in (module docstring).
   """
   (h, w), (ho, wo) = x.shape[1:3], dy.shape[1:3]
   (top, _), (left, _) = padding
@@ -111,10 +110,8 @@ def _kernel_grad_by_taps(padding: Padding, precision: Any, x: jax.Array, dy: jax
                                (kw - 1 - left, w + left - wo, 0), (0, 0, 0)))
   taps = jnp.stack([dyp[:, kh - 1 - i:kh - 1 - i + h, kw - 1 - j:kw - 1 - j + w, :]
                     for i in range(kh) for j in range(kw)], axis=3)  # B, H, W, k*k, C_out
-  cin = x.shape[3]
-  dkernel = jax.lax.dot_general(x.reshape(-1, cin), taps.reshape(x.shape[0] * h * w, -1),
-                                (((0,), (0,)), ((), ())), precision=precision)
-  return dkernel.reshape(cin, kh, kw, -1).transpose(1, 2, 0, 3)
+  dkernel = projection.over_rows(x, taps.reshape(x.shape[:3] + (-1,)), precision)
+  return dkernel.reshape(x.shape[3], kh, kw, -1).transpose(1, 2, 0, 3)
 
 
 def _xla_backward(padding: Padding, precision: Any, x: jax.Array, kernel: jax.Array,

@@ -51,6 +51,13 @@ def _product(a2: jax.Array, b: jax.Array, numbers, precision: Any) -> jax.Array:
   return jax.lax.dot_general(a2, b, numbers, precision=precision)
 
 
+def over_rows(a: jax.Array, b: jax.Array, precision: Any = None) -> jax.Array:
+  """a^T b for a (..., K) and b (..., F) with the same leading axes: the sum over every row
+  (batch x positions) as one product contracting the rows of both operands, which XLA:CPU runs
+  without a transposed copy of either. Kernel gradients: here, and `convolution`'s by taps."""
+  return _product(_rows(a), _rows(b), _OVER_ROWS, precision)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def dense(x: jax.Array, kernel: jax.Array, precision: Any = None) -> jax.Array:
   """`x @ kernel` over the last axis of `x`: (..., C) x (C, F) -> (..., F)."""
@@ -66,8 +73,7 @@ def _dense_bwd(precision, residuals, g):
   x, kernel = residuals
   g2 = _rows(g)
   dx = _product(g2, kernel, _OVER_COLUMNS, precision).reshape(x.shape)
-  dkernel = _product(_rows(x), g2, _OVER_ROWS, precision)
-  return dx, dkernel
+  return dx, over_rows(x, g2, precision)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
